@@ -1,0 +1,226 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { RelayError } from './errors.ts';
+
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** Parses `500ms`, `30s`, `5m`, `2h`, `7d` (or a bare `0`) into milliseconds; returns undefined when malformed. */
+export function parseDuration(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/.exec(text);
+  if (match === null) return text.trim() === '0' ? 0 : undefined;
+  return Math.round(Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS]);
+}
+
+const duration = (min: number, max: number) =>
+  z.string().transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected a duration such as 500ms, 30s, 5m or 2h, got "${text}"` });
+      return z.NEVER;
+    }
+    if (ms < min || ms > max) {
+      ctx.addIssue({ code: 'custom', message: `expected between ${fmt(min)} and ${fmt(max)}, got "${text}"` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const integer = (min: number, max: number) =>
+  z.string().transform((text, ctx) => {
+    const n = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      ctx.addIssue({ code: 'custom', message: `expected a whole number ${min}-${max}, got "${text}"` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const ratio = z.string().transform((text, ctx) => {
+  const n = /^\s*\d+(\.\d+)?\s*$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0 && n <= 1)) {
+    ctx.addIssue({ code: 'custom', message: `expected a number between 0 and 1, got "${text}"` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const boolean = z.string().transform((text, ctx) => {
+  const value = text.trim().toLowerCase();
+  if (['true', '1', 'yes'].includes(value)) return true;
+  if (['false', '0', 'no', ''].includes(value)) return false;
+  ctx.addIssue({ code: 'custom', message: `expected true or false, got "${text}"` });
+  return z.NEVER;
+});
+
+const retrySchedule = z.string().transform((text, ctx) => {
+  const parts = text.split(',').map((p) => p.trim());
+  const delays = parts.map(parseDuration);
+  const bad = parts.filter((_, i) => delays[i] === undefined);
+  if (bad.length > 0 || parts.length === 0 || parts.length > 50) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected 1-50 comma-separated durations (the wait after each failed attempt), e.g. "5s,5m,30m"; could not read ${bad.map((b) => `"${b}"`).join(', ')}`,
+    });
+    return z.NEVER;
+  }
+  return delays as number[];
+});
+
+const identifier = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'expected a lower-case Postgres identifier (a-z, 0-9, _; at most 63 characters)');
+
+const databaseUrl = z.string().refine((url) => /^postgres(ql)?:\/\//.test(url), {
+  message: 'expected a postgres:// or postgresql:// connection URL',
+});
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** Every variable the relay reads, with its default. README's env table mirrors this. */
+const EnvSchema = z.object({
+  DATABASE_URL: databaseUrl.optional(),
+  WORKER_ID: z.string().min(1).max(200).optional(),
+  HTTP_PORT: integer(0, 65535).default(8080),
+  LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  ALLOW_PRIVATE_NETWORKS: boolean.default(false),
+  SLOT_NAME: identifier.default('outbox_relay'),
+  PUBLICATION_NAME: identifier.default('outbox_relay'),
+  DELIVERY_CONCURRENCY: integer(1, 10_000).default(64),
+  ENDPOINT_CONCURRENCY: integer(1, 10_000).default(16),
+  SCHEDULER_CAPACITY: integer(1, 1_000_000).default(2_000),
+  CLAIM_BATCH: integer(1, 10_000).default(500),
+  CLAIM_INTERVAL: duration(10, 60_000).default(1_000),
+  FANOUT_BATCH: integer(1, 50_000).default(2_000),
+  LEASE: duration(1_000, 3_600_000).default(60_000),
+  HEARTBEAT_INTERVAL: duration(100, 600_000).default(10_000),
+  SWEEP_INTERVAL: duration(100, 3_600_000).default(10_000),
+  REQUEST_TIMEOUT: duration(100, 300_000).default(15_000),
+  MAX_RESPONSE_BYTES: integer(0, 10_485_760).default(65_536),
+  RETRY_SCHEDULE: retrySchedule.default([5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000]),
+  RETRY_JITTER: ratio.default(0.2),
+  RETRY_AFTER_MAX: duration(0, 86_400_000).default(3_600_000),
+  STATUS_INTERVAL: duration(100, 60_000).default(10_000),
+  STREAM_IDLE_TIMEOUT: duration(1_000, 3_600_000).default(120_000),
+  MIGRATE_ON_START: boolean.default(true),
+  SHUTDOWN_GRACE: duration(0, 600_000).default(20_000),
+});
+
+type Env = z.output<typeof EnvSchema>;
+
+export type Config = Readonly<{
+  databaseUrl: string | undefined;
+  workerId: string;
+  httpPort: number;
+  logLevel: (typeof LOG_LEVELS)[number];
+  allowPrivateNetworks: boolean;
+  slotName: string;
+  publicationName: string;
+  deliveryConcurrency: number;
+  endpointConcurrency: number;
+  schedulerCapacity: number;
+  claimBatch: number;
+  claimIntervalMs: number;
+  fanoutBatch: number;
+  leaseMs: number;
+  heartbeatIntervalMs: number;
+  sweepIntervalMs: number;
+  requestTimeoutMs: number;
+  maxResponseBytes: number;
+  retryScheduleMs: readonly number[];
+  retryJitter: number;
+  retryAfterMaxMs: number;
+  statusIntervalMs: number;
+  streamIdleTimeoutMs: number;
+  migrateOnStart: boolean;
+  shutdownGraceMs: number;
+}>;
+
+/**
+ * Reads and validates the environment. Every problem is reported at once, one line per variable,
+ * so an operator fixes the deployment in one round.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const present = Object.fromEntries(
+    Object.keys(EnvSchema.shape)
+      .filter((key) => env[key] !== undefined && env[key] !== '')
+      .map((key) => [key, env[key]]),
+  );
+  const parsed = EnvSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
+    throw new RelayError(
+      'CONFIG_INVALID',
+      `invalid configuration, fix these environment variables:\n${lines.join('\n')}`,
+    );
+  }
+  const e: Env = parsed.data;
+  const config: Config = {
+    databaseUrl: e.DATABASE_URL,
+    workerId: e.WORKER_ID ?? `${hostname()}-${process.pid}`,
+    httpPort: e.HTTP_PORT,
+    logLevel: e.LOG_LEVEL,
+    allowPrivateNetworks: e.ALLOW_PRIVATE_NETWORKS,
+    slotName: e.SLOT_NAME,
+    publicationName: e.PUBLICATION_NAME,
+    deliveryConcurrency: e.DELIVERY_CONCURRENCY,
+    endpointConcurrency: e.ENDPOINT_CONCURRENCY,
+    schedulerCapacity: e.SCHEDULER_CAPACITY,
+    claimBatch: e.CLAIM_BATCH,
+    claimIntervalMs: e.CLAIM_INTERVAL,
+    fanoutBatch: e.FANOUT_BATCH,
+    leaseMs: e.LEASE,
+    heartbeatIntervalMs: e.HEARTBEAT_INTERVAL,
+    sweepIntervalMs: e.SWEEP_INTERVAL,
+    requestTimeoutMs: e.REQUEST_TIMEOUT,
+    maxResponseBytes: e.MAX_RESPONSE_BYTES,
+    retryScheduleMs: Object.freeze(e.RETRY_SCHEDULE),
+    retryJitter: e.RETRY_JITTER,
+    retryAfterMaxMs: e.RETRY_AFTER_MAX,
+    statusIntervalMs: e.STATUS_INTERVAL,
+    streamIdleTimeoutMs: e.STREAM_IDLE_TIMEOUT,
+    migrateOnStart: e.MIGRATE_ON_START,
+    shutdownGraceMs: e.SHUTDOWN_GRACE,
+  };
+  checkRelations(config);
+  return Object.freeze(config);
+}
+
+/** Cross-variable rules that one field's schema cannot see. */
+function checkRelations(c: Config): void {
+  const problems: string[] = [];
+  // A lease must outlive one attempt plus two missed heartbeats, or a peer could reclaim a request in flight.
+  if (c.leaseMs <= c.requestTimeoutMs + 2 * c.heartbeatIntervalMs) {
+    problems.push(
+      `  LEASE: must exceed REQUEST_TIMEOUT + 2 x HEARTBEAT_INTERVAL (${fmt(c.requestTimeoutMs + 2 * c.heartbeatIntervalMs)}) so a peer never reclaims a request in flight, got ${fmt(c.leaseMs)}`,
+    );
+  }
+  if (c.schedulerCapacity < c.deliveryConcurrency) {
+    problems.push(
+      `  SCHEDULER_CAPACITY: must be at least DELIVERY_CONCURRENCY (${c.deliveryConcurrency}), got ${c.schedulerCapacity}`,
+    );
+  }
+  if (problems.length > 0) {
+    throw new RelayError(
+      'CONFIG_INVALID',
+      `invalid configuration, fix these environment variables:\n${problems.join('\n')}`,
+    );
+  }
+}
+
+/** The database URL, or a clear error for commands that need one. */
+export function requireDatabaseUrl(config: Config): string {
+  if (config.databaseUrl === undefined) {
+    throw new RelayError(
+      'CONFIG_INVALID',
+      'invalid configuration, fix these environment variables:\n  DATABASE_URL: required, e.g. postgres://user:pass@host:5432/app',
+    );
+  }
+  return config.databaseUrl;
+}
+
+function fmt(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  if (ms % 1_000 === 0 && ms > 0) return `${ms / 1_000}s`;
+  return `${ms}ms`;
+}

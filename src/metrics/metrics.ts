@@ -1,0 +1,67 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** One registry per relay (not prom-client's global), so several relays in one process never collide. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'outbox_relay_' });
+  const registers = [registry];
+  return {
+    registry,
+    eventsFannedOut: new Counter({
+      name: 'outbox_relay_events_fanned_out_total',
+      help: 'Outbox rows read from the WAL and fanned out',
+      registers,
+    }),
+    deliveriesCreated: new Counter({
+      name: 'outbox_relay_deliveries_created_total',
+      help: 'Delivery rows created by fan-out',
+      registers,
+    }),
+    deliveries: new Counter({
+      name: 'outbox_relay_deliveries_total',
+      help: 'Finished attempts by outcome: delivered, retry, dead',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    attemptDuration: new Histogram({
+      name: 'outbox_relay_attempt_duration_seconds',
+      help: 'Duration of one HTTP attempt',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    deliveryLatency: new Histogram({
+      name: 'outbox_relay_delivery_latency_seconds',
+      help: 'From the outbox row commit (created_at) to the 2xx answer',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+      registers,
+    }),
+    inFlight: new Gauge({ name: 'outbox_relay_deliveries_in_flight', help: 'HTTP requests in flight', registers }),
+    held: new Gauge({
+      name: 'outbox_relay_scheduler_held',
+      help: 'Deliveries held in memory (queued, in flight, awaiting their outcome write)',
+      registers,
+    }),
+    slotHolder: new Gauge({
+      name: 'outbox_relay_slot_holder',
+      help: '1 while this replica streams the replication slot, 0 in standby',
+      registers,
+    }),
+    confirmedLsn: new Gauge({
+      name: 'outbox_relay_confirmed_lsn_bytes',
+      help: 'Last WAL position confirmed to the server (fan-out committed up to here)',
+      registers,
+    }),
+    leasesLost: new Counter({
+      name: 'outbox_relay_leases_lost_total',
+      help: 'Deliveries whose lease was lost while held',
+      registers,
+    }),
+    sweepReclaimed: new Counter({
+      name: 'outbox_relay_sweep_reclaimed_total',
+      help: 'Deliveries recovered from expired leases',
+      registers,
+    }),
+  };
+}

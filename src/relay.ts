@@ -1,0 +1,218 @@
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { sql } from 'slonik';
+import { requireDatabaseUrl, type Config } from './config.ts';
+import { migrate } from './db/migrate.ts';
+import { createDatabasePool } from './db/pool.ts';
+import { createDeliver } from './delivery/deliver.ts';
+import { createHttpClient } from './delivery/http.ts';
+import { createFanOut } from './fanout/fanout.ts';
+import type { Logger } from './log.ts';
+import { createMetrics } from './metrics/metrics.ts';
+import { runStream } from './replication/slot.ts';
+import type { StreamState } from './replication/types.ts';
+import { runClaimer } from './scheduler/claimer.ts';
+import { runHeartbeat } from './scheduler/lease.ts';
+import { createOutcomeWriter } from './scheduler/outcome-writer.ts';
+import { toOutcome } from './scheduler/outcome.ts';
+import { releaseLeases } from './scheduler/queries.ts';
+import { createScheduler } from './scheduler/scheduler.ts';
+import { startHealthServer } from './server/health.ts';
+import { createSigner } from './signing/sign.ts';
+import { runSweep } from './sweep/sweep.ts';
+
+export type Relay = {
+  /** The bound health/metrics port (HTTP_PORT=0 picks a free one). */
+  httpPort: number;
+  /** The lease-owner incarnation id of this process. */
+  owner: string;
+  streamState: () => StreamState;
+  /** Stop claiming, finish or release in-flight work within SHUTDOWN_GRACE, confirm the WAL position, close. */
+  stop: () => Promise<void>;
+  /** Settles when the relay has stopped. */
+  done: Promise<void>;
+};
+
+const USER_AGENT = 'outbox-relay/0.1 (+https://www.standardwebhooks.com)';
+
+/** Starts every part of the relay; only this function and cli/run.ts know how they fit together. */
+export async function startRelay(config: Config, log: Logger): Promise<Relay> {
+  const databaseUrl = requireDatabaseUrl(config);
+  if (config.migrateOnStart) {
+    await migrate({ databaseUrl, slotName: config.slotName, publicationName: config.publicationName, log });
+  }
+  // A random incarnation id: a restarted pod with the same WORKER_ID must not inherit its predecessor's leases.
+  const owner = `${config.workerId}/${randomBytes(6).toString('hex')}`;
+  const pool = await createDatabasePool(databaseUrl, { maximumPoolSize: 8, applicationName: 'outbox-relay' });
+  const metrics = createMetrics();
+  const http = createHttpClient({ maxResponseBytes: config.maxResponseBytes });
+  const deliver = createDeliver({
+    http,
+    signer: createSigner(),
+    timeoutMs: config.requestTimeoutMs,
+    retryAfterMaxMs: config.retryAfterMaxMs,
+    userAgent: USER_AGENT,
+  });
+  const retryPolicy = { scheduleMs: config.retryScheduleMs, jitter: config.retryJitter };
+
+  const writer = createOutcomeWriter({
+    pool,
+    owner,
+    workerId: config.workerId,
+    log,
+    onWritten: (count, _written, outcomes) => {
+      for (const o of outcomes) metrics.deliveries.inc({ outcome: o.status === 'pending' ? 'retry' : o.status });
+      scheduler.written(count);
+      metrics.held.set(scheduler.held());
+    },
+  });
+  const scheduler = createScheduler({
+    capacity: config.schedulerCapacity,
+    concurrency: config.deliveryConcurrency,
+    perEndpointConcurrency: config.endpointConcurrency,
+    log,
+    attempt: async (job, signal) => {
+      metrics.inFlight.inc();
+      try {
+        return await deliver(job, signal);
+      } finally {
+        metrics.inFlight.dec();
+      }
+    },
+    finished: (job, attempt) => {
+      if (attempt.kind === 'lease-lost') return;
+      metrics.attemptDuration.observe(attempt.durationMs / 1000);
+      if (attempt.kind === 'delivered') metrics.deliveryLatency.observe((Date.now() - job.createdAtMs) / 1000);
+      writer.push(toOutcome(job, attempt, retryPolicy));
+    },
+  });
+
+  let streamState: StreamState = 'starting';
+  let streamProblem: string | undefined;
+  let stopping = false;
+  const health = await startHealthServer(config.httpPort, {
+    registry: metrics.registry,
+    log,
+    readiness: async () => {
+      const detail = { stream: streamState, ...(streamProblem === undefined ? {} : { problem: streamProblem }) };
+      if (stopping) return { ready: false, detail: { ...detail, stopping: true } };
+      if (streamState !== 'streaming' && streamState !== 'standby') return { ready: false, detail };
+      try {
+        await pool.oneFirst(sql.unsafe`SELECT 1`);
+        return { ready: true, detail };
+      } catch (err) {
+        return { ready: false, detail: { ...detail, database: String(err) } };
+      }
+    },
+  });
+
+  const work = new AbortController(); // stream, claims, sweep
+  const leases = new AbortController(); // heartbeat: renews until in-flight work is done
+  const writes = new AbortController(); // outcome writer: drains its buffer once aborted
+  const maxAttempts = config.retryScheduleMs.length + 1;
+
+  const loops = {
+    stream: runStream(
+      {
+        databaseUrl,
+        slotName: config.slotName,
+        publicationName: config.publicationName,
+        statusIntervalMs: config.statusIntervalMs,
+        idleTimeoutMs: config.streamIdleTimeoutMs,
+        fanoutBatch: config.fanoutBatch,
+        standbyRetryMs: 5_000,
+        log,
+        fanOut: createFanOut({
+          pool,
+          owner,
+          leaseMs: config.leaseMs,
+          log,
+          scheduler,
+          onFannedOut: (events, deliveries) => {
+            metrics.eventsFannedOut.inc(events);
+            metrics.deliveriesCreated.inc(deliveries);
+          },
+        }),
+        onDurable: (lsn) => metrics.confirmedLsn.set(Number(lsn)),
+        onState: (state, problem) => {
+          streamState = state;
+          streamProblem = problem;
+          metrics.slotHolder.set(state === 'streaming' ? 1 : 0);
+        },
+      },
+      work.signal,
+    ),
+    claimer: runClaimer(
+      {
+        pool,
+        owner,
+        leaseMs: config.leaseMs,
+        batch: config.claimBatch,
+        intervalMs: config.claimIntervalMs,
+        scheduler,
+        log,
+      },
+      work.signal,
+    ),
+    sweep: runSweep(
+      {
+        pool,
+        log,
+        intervalMs: config.sweepIntervalMs,
+        maxAttempts,
+        onReclaimed: (n) => {
+          metrics.sweepReclaimed.inc(n);
+          scheduler.wakeClaimer();
+        },
+      },
+      work.signal,
+    ),
+    heartbeat: runHeartbeat(
+      {
+        pool,
+        owner,
+        leaseMs: config.leaseMs,
+        intervalMs: config.heartbeatIntervalMs,
+        scheduler,
+        log,
+        onLeaseLost: (n) => metrics.leasesLost.inc(n),
+      },
+      leases.signal,
+    ),
+    writer: writer.run(writes.signal),
+  };
+  log.info({ owner, httpPort: health.port, slot: config.slotName }, 'relay started');
+
+  let stopped: Promise<void> | undefined;
+  const done = Promise.withResolvers<void>();
+  const stop = () =>
+    (stopped ??= (async () => {
+      stopping = true;
+      log.info({ graceMs: config.shutdownGraceMs }, 'stopping: no new claims, draining in-flight work');
+      work.abort(); // the stream finishes its batch and sends a final standby status with the durable LSN
+      await Promise.all([loops.stream, loops.claimer, loops.sweep]);
+      const unstarted = scheduler.drain();
+      if (unstarted.length > 0) {
+        // Hand unstarted leases back at once so a peer picks them up without waiting for expiry.
+        const ids = unstarted.map((j) => j.deliveryId);
+        await pool.one(releaseLeases(owner, ids, false)).catch((err: unknown) => log.error({ err }, 'release failed'));
+      }
+      const idle = scheduler.whenIdle();
+      const graceOver = sleep(config.shutdownGraceMs, 'grace');
+      if ((await Promise.race([idle, graceOver])) === 'grace') {
+        log.warn({ inFlight: scheduler.inFlight() }, 'grace period over; aborting in-flight requests');
+        scheduler.abortAll(new Error('relay shutting down'));
+        await idle;
+      }
+      writes.abort();
+      await loops.writer;
+      leases.abort();
+      await loops.heartbeat;
+      await http.close().catch(() => {});
+      await health.close();
+      await pool.end();
+      log.info({ released: unstarted.length }, 'relay stopped');
+    })().finally(done.resolve));
+
+  return { httpPort: health.port, owner, streamState: () => streamState, stop, done: done.promise };
+}

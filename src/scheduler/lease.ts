@@ -1,0 +1,56 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DatabasePool } from 'slonik';
+import { RelayError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { renewLeases } from './queries.ts';
+import type { Scheduler } from './scheduler.ts';
+
+export type HeartbeatDeps = {
+  pool: DatabasePool;
+  owner: string;
+  leaseMs: number;
+  intervalMs: number;
+  scheduler: Scheduler;
+  log: Logger;
+  onLeaseLost?: (count: number) => void;
+};
+
+/**
+ * Renews every lease this process holds with one statement per interval. A delivery missing from the result
+ * lost its lease (a peer reclaimed it): its request is aborted and nothing is written for it. If renewals
+ * cannot reach the database for longer than the lease minus two intervals (monotonic clock), every request is
+ * aborted: from then on a peer may already own those rows (self-fencing).
+ */
+export async function runHeartbeat(deps: HeartbeatDeps, signal: AbortSignal): Promise<void> {
+  let lastRenewedAt = performance.now();
+  const fenceAfterMs = deps.leaseMs - 2 * deps.intervalMs;
+  while (!signal.aborted) {
+    await sleep(deps.intervalMs, undefined, { signal }).catch(() => {});
+    if (signal.aborted) return;
+    const ids = deps.scheduler.heldIds();
+    const startedAt = performance.now();
+    if (ids.length === 0) {
+      lastRenewedAt = startedAt;
+      continue;
+    }
+    try {
+      const renewed = new Set((await deps.pool.any(renewLeases(deps.owner, deps.leaseMs, ids))).map((r) => r.id));
+      lastRenewedAt = startedAt; // the new lease_until was computed after this instant
+      let lost = 0;
+      for (const id of ids) {
+        if (!renewed.has(id) && deps.scheduler.abort(id, new RelayError('LEASE_LOST', 'lease lost'))) lost++;
+      }
+      if (lost > 0) {
+        deps.log.warn({ lost }, 'leases lost; their requests were aborted');
+        deps.onLeaseLost?.(lost);
+      }
+    } catch (err) {
+      const silentMs = performance.now() - lastRenewedAt;
+      deps.log.error({ err, silentMs: Math.round(silentMs) }, 'renewing leases failed');
+      if (silentMs > fenceAfterMs) {
+        deps.log.error({ held: ids.length }, 'leases may have expired; aborting in-flight requests (self-fence)');
+        deps.scheduler.abortAll(new RelayError('LEASE_LOST', 'lease could not be renewed'));
+      }
+    }
+  }
+}

@@ -1,0 +1,182 @@
+import type { Logger } from '../log.ts';
+import type { Attempt, Job } from './types.ts';
+
+export type SchedulerDeps = {
+  /** Most deliveries held in memory (queued + in flight + awaiting their outcome write). */
+  capacity: number;
+  /** Most requests in flight across all endpoints. */
+  concurrency: number;
+  /** Most requests in flight to one endpoint, so one slow receiver cannot take every worker. */
+  perEndpointConcurrency: number;
+  attempt: (job: Job, signal: AbortSignal) => Promise<Attempt>;
+  /** Called once per finished attempt (not for lost leases); the outcome writer calls `written` later. */
+  finished: (job: Job, attempt: Attempt) => void;
+  log: Logger;
+};
+
+export type Scheduler = ReturnType<typeof createScheduler>;
+
+/**
+ * The bounded in-memory scheduler. Every job it holds carries a lease this process owns. Jobs wait in one FIFO
+ * per endpoint; workers take endpoints round-robin, skipping any at its concurrency cap (head-of-line isolation).
+ *
+ *   reserve ──► accept ──► queued ──► in flight ──► finished ──► written (place freed)
+ *                            │                         └──► lease lost (place freed at once)
+ *                            └──► drained: handed back unstarted at shutdown
+ */
+export function createScheduler(deps: SchedulerDeps) {
+  const queues = new Map<string, Job[]>(); // endpointId → jobs not started
+  const ready = new Set<string>(); // endpoints with queued jobs under their cap, in round-robin order
+  const activeBy = new Map<string, number>();
+  const inFlight = new Map<string, { job: Job; abort: AbortController }>();
+  let held = 0; // reserved + queued + in flight + awaiting outcome write
+  let queued = 0;
+  let accepting = true;
+  let claimWake: (() => void) | undefined;
+  let backlog = false; // the table may hold claimable rows we had no room for
+  let idleWaiters: (() => void)[] = [];
+
+  const pump = () => {
+    while (accepting && inFlight.size < deps.concurrency) {
+      const endpointId = ready.values().next().value;
+      if (endpointId === undefined) return;
+      ready.delete(endpointId);
+      const queue = queues.get(endpointId);
+      const job = queue?.shift();
+      if (queue === undefined || job === undefined) continue;
+      queued--;
+      if (queue.length === 0) queues.delete(endpointId);
+      const active = (activeBy.get(endpointId) ?? 0) + 1;
+      activeBy.set(endpointId, active);
+      if (queue.length > 0 && active < deps.perEndpointConcurrency) ready.add(endpointId);
+      start(job);
+    }
+  };
+
+  const start = (job: Job) => {
+    const abort = new AbortController();
+    inFlight.set(job.deliveryId, { job, abort });
+    void deps
+      .attempt(job, abort.signal)
+      .catch((err: unknown): Attempt => ({ kind: 'failed', error: `relay error: ${String(err)}`, durationMs: 0 }))
+      .then((attempt) => {
+        inFlight.delete(job.deliveryId);
+        const active = (activeBy.get(job.endpointId) ?? 1) - 1;
+        if (active === 0) activeBy.delete(job.endpointId);
+        else activeBy.set(job.endpointId, active);
+        if (queues.has(job.endpointId)) ready.add(job.endpointId);
+        if (attempt.kind === 'lease-lost') release(1);
+        else deps.finished(job, attempt);
+        pump();
+        if (inFlight.size === 0) notifyIdle();
+      });
+  };
+
+  const enqueue = (job: Job) => {
+    let queue = queues.get(job.endpointId);
+    if (queue === undefined) queues.set(job.endpointId, (queue = []));
+    queue.push(job);
+    queued++;
+    if ((activeBy.get(job.endpointId) ?? 0) < deps.perEndpointConcurrency) ready.add(job.endpointId);
+  };
+
+  const release = (count: number) => {
+    held -= count;
+    if (backlog && room() >= Math.max(1, Math.floor(deps.capacity / 4))) claimWake?.();
+  };
+
+  const room = () => (accepting ? Math.max(0, deps.capacity - held) : 0);
+
+  const notifyIdle = () => {
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  };
+
+  return {
+    room,
+    held: () => held,
+    queued: () => queued,
+    inFlight: () => inFlight.size,
+    /** Reserves up to `max` places before a claim, so concurrent claimers never overfill. */
+    reserve(max: number): number {
+      const granted = Math.min(max, room());
+      held += granted;
+      if (granted < max) backlog = true;
+      return granted;
+    },
+    /** Takes claimed jobs; `reserved - jobs.length` unused places are handed back. */
+    accept(jobs: readonly Job[], reserved: number): void {
+      held -= reserved - jobs.length;
+      for (const job of jobs) enqueue(job);
+      pump();
+    },
+    /** Places freed once outcomes are durably written. */
+    written: release,
+    /** The claim loop sleeps here until `timeoutMs` or until there is room and work may be waiting. */
+    async waitForClaim(timeoutMs: number, signal: AbortSignal): Promise<void> {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, timeoutMs);
+        function done() {
+          clearTimeout(timer);
+          claimWake = undefined;
+          signal.removeEventListener('abort', done);
+          resolve();
+        }
+        claimWake = done;
+        signal.addEventListener('abort', done, { once: true });
+      });
+    },
+    wakeClaimer(): void {
+      backlog = true;
+      if (room() > 0) claimWake?.();
+    },
+    /** After a claim returned fewer rows than asked: the table has nothing more due right now. */
+    caughtUp(): void {
+      backlog = false;
+    },
+    /** Leases of in-flight jobs that must be renewed. */
+    heldIds: (): string[] => [...inFlight.keys(), ...[...queues.values()].flatMap((q) => q.map((j) => j.deliveryId))],
+    /** Aborts the in-flight request of a delivery whose lease is gone; its outcome will not be written. */
+    abort(deliveryId: string, reason: Error): boolean {
+      const entry = inFlight.get(deliveryId);
+      if (entry !== undefined) {
+        entry.abort.abort(reason);
+        return true;
+      }
+      for (const [endpointId, queue] of queues) {
+        const index = queue.findIndex((j) => j.deliveryId === deliveryId);
+        if (index < 0) continue;
+        queue.splice(index, 1);
+        queued--;
+        if (queue.length === 0) {
+          queues.delete(endpointId);
+          ready.delete(endpointId);
+        }
+        release(1);
+        return true;
+      }
+      return false;
+    },
+    /**
+     * Stops starting work and hands back every job not yet started (the caller releases their leases).
+     * In-flight requests go on; `whenIdle` tells when they have finished.
+     */
+    drain(): Job[] {
+      accepting = false;
+      const unstarted = [...queues.values()].flat();
+      queues.clear();
+      ready.clear();
+      queued = 0;
+      held -= unstarted.length;
+      return unstarted;
+    },
+    async whenIdle(): Promise<void> {
+      if (inFlight.size === 0) return;
+      await new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
+    abortAll(reason: Error): void {
+      for (const { abort } of inFlight.values()) abort.abort(reason);
+    },
+  };
+}

@@ -1,0 +1,34 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DatabasePool } from 'slonik';
+import type { Logger } from '../log.ts';
+import { reclaimExpired } from './queries.ts';
+
+export type SweepDeps = {
+  pool: DatabasePool;
+  log: Logger;
+  intervalMs: number;
+  maxAttempts: number;
+  /** Rows went back to pending: the claim loop should look now. */
+  onReclaimed: (count: number) => void;
+};
+
+const SWEEP_BATCH = 1_000;
+
+/** Reclaims expired leases until `signal` aborts; a failed pass is logged, not thrown. */
+export async function runSweep(deps: SweepDeps, signal: AbortSignal): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      let reclaimed: number;
+      do {
+        ({ reclaimed } = await deps.pool.one(reclaimExpired(deps.maxAttempts, SWEEP_BATCH)));
+        if (reclaimed > 0) {
+          deps.log.info({ reclaimed }, 'sweep reclaimed deliveries with expired leases');
+          deps.onReclaimed(reclaimed);
+        }
+      } while (reclaimed === SWEEP_BATCH && !signal.aborted);
+    } catch (err) {
+      deps.log.error({ err }, 'sweep pass failed');
+    }
+    await sleep(deps.intervalMs, undefined, { signal }).catch(() => {}); // abort ends the wait
+  }
+}

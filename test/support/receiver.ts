@@ -1,0 +1,56 @@
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Received = { headers: IncomingHttpHeaders; body: string; receivedAt: number };
+
+/** How the receiver answers one request; `hang` never answers (until the client gives up). */
+export type Reply = { status: number; headers?: Record<string, string>; body?: string } | 'hang';
+
+export type Receiver = {
+  url: string;
+  requests: Received[];
+  /** Requests whose client went away before an answer (aborted or timed out). */
+  aborted: number;
+  reply(fn: (req: Received, index: number) => Reply): void;
+  close(): Promise<void>;
+};
+
+/** A real HTTP receiver on 127.0.0.1 that records every request; answers 204 unless told otherwise. */
+export async function startReceiver(): Promise<Receiver> {
+  let replyFn: (req: Received, index: number) => Reply = () => ({ status: 204 });
+  const requests: Received[] = [];
+  const receiver: Receiver = {
+    url: '',
+    requests,
+    aborted: 0,
+    reply: (fn) => (replyFn = fn),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const received: Received = {
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+        receivedAt: Date.now(),
+      };
+      requests.push(received);
+      const reply = replyFn(received, requests.length - 1);
+      if (reply === 'hang') {
+        res.on('close', () => receiver.aborted++);
+        return;
+      }
+      res.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });
+      res.end(reply.body ?? '');
+    });
+  });
+  server.keepAliveTimeout = 30_000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  receiver.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
+  return receiver;
+}

@@ -1,0 +1,37 @@
+import { loadConfig, type Config } from '../../src/config.ts';
+import { createLogger } from '../../src/log.ts';
+import { startRelay, type Relay } from '../../src/relay.ts';
+import type { TestDb } from './postgres.ts';
+import { until } from './until.ts';
+
+/** Environment for a relay under test: fast timers, private networks allowed (receivers are on 127.0.0.1). */
+export function relayEnv(db: TestDb, env: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: db.url,
+    SLOT_NAME: db.slotName,
+    PUBLICATION_NAME: db.publicationName,
+    HTTP_PORT: '0',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ALLOW_PRIVATE_NETWORKS: 'true',
+    CLAIM_INTERVAL: '100ms',
+    SWEEP_INTERVAL: '500ms',
+    HEARTBEAT_INTERVAL: '1s',
+    STATUS_INTERVAL: '1s',
+    REQUEST_TIMEOUT: '5s',
+    LEASE: '10s',
+    RETRY_SCHEDULE: '100ms,100ms,100ms',
+    SHUTDOWN_GRACE: '5s',
+    ...env,
+  };
+}
+
+/** Starts a relay in this process and waits until it streams the slot. */
+export async function startTestRelay(
+  db: TestDb,
+  env: Record<string, string> = {},
+): Promise<Relay & { config: Config }> {
+  const config = loadConfig(relayEnv(db, env));
+  const relay = await startRelay(config, createLogger(config.logLevel));
+  await until(() => relay.streamState() === 'streaming', { what: 'relay streaming the slot' });
+  return { ...relay, config };
+}
