@@ -50,8 +50,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   let paused = false;
   let durable: Lsn = 0n; // everything before this position has been fanned out and committed
   let lastKeepalive: Lsn = 0n;
-  let lastSentStatus: Lsn = -1n;
-  let lastStatusAt = 0;
+  let lastStatusAt = -Infinity; // the first status goes out as soon as there is something to confirm
   let lastHeardAt = performance.now();
   let replyOwed = false;
   let failure: unknown;
@@ -77,10 +76,11 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   const sendStatus = (force: boolean) => {
     if (idle()) durable = maxLsn(durable, lastKeepalive);
     if (durable === 0n) return;
-    if (!force && durable === lastSentStatus && performance.now() - lastStatusAt < o.statusIntervalMs) return;
+    // Periodic, not per batch: a status per fan-out batch costs the server work for no gain. Replies the server
+    // asks for (and shutdown) are forced.
+    if (!force && performance.now() - lastStatusAt < o.statusIntervalMs) return;
     // The library writes lsn + 1 into the status message; we want exactly `durable` confirmed.
     void service.acknowledge(formatLsn(durable - 1n)).catch((err: unknown) => end(err));
-    lastSentStatus = durable;
     lastStatusAt = performance.now();
     replyOwed = false;
     o.onDurable?.(durable);

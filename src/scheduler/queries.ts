@@ -4,10 +4,10 @@ import type { Outcome } from './types.ts';
 
 const leaseUntil = (leaseMs: number) => sql.fragment`now() + ${leaseMs}::int * interval '1 millisecond'`;
 
-/** A whole number written into the SQL text itself, for a LIMIT that must not end up in a generic plan. */
+/** A whole number written into the SQL text itself (`LIMIT '500'`), so the planner always sees the value. */
 function literalInt(n: number) {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`expected a non-negative integer, got ${n}`);
-  return sql.fragment(Object.assign([String(n)], { raw: [String(n)] }));
+  return sql.literalValue(String(n));
 }
 
 const ClaimedJob = z.object({

@@ -1,7 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type Received = { headers: IncomingHttpHeaders; body: string; receivedAt: number };
+export type Received = { path: string; headers: IncomingHttpHeaders; body: string; receivedAt: number };
 
 /** How the receiver answers one request; `hang` never answers (until the client gives up). */
 export type Reply = { status: number; headers?: Record<string, string>; body?: string } | 'hang';
@@ -35,6 +35,7 @@ export async function startReceiver(): Promise<Receiver> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const received: Received = {
+        path: req.url ?? '',
         headers: req.headers,
         body: Buffer.concat(chunks).toString('utf8'),
         receivedAt: Date.now(),
@@ -53,4 +54,9 @@ export async function startReceiver(): Promise<Receiver> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   receiver.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
   return receiver;
+}
+
+/** The parsed Standard Webhooks envelope of a received request. */
+export function envelopeOf(r: Received): { type: string; timestamp: string; data: Record<string, unknown> } {
+  return JSON.parse(r.body) as { type: string; timestamp: string; data: Record<string, unknown> };
 }

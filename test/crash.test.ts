@@ -1,0 +1,52 @@
+import { sql } from 'slonik';
+import { expect } from 'vitest';
+import { z } from 'zod';
+import { test } from './fixtures.ts';
+import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
+import { relayEnv } from './support/relay.ts';
+import { spawnRelay, untilReady } from './support/relay-process.ts';
+import { until } from './support/until.ts';
+
+const confirmedLsn = (db: TestDb) =>
+  db.pool.oneFirst(sql.type(z.object({ lsn: z.string() }))`
+    SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = ${db.slotName}`);
+const deliveryRows = (db: TestDb) =>
+  db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`SELECT count(*)::int AS n FROM webhooks.deliveries`);
+
+test('SIGKILL after a fan-out commit but before the acknowledgement: the restart delivers everything, no duplicate rows', async ({
+  db,
+  receiver,
+}) => {
+  await addEndpoint(db, receiver.url);
+  // A long status interval holds the acknowledgement back long enough to kill the relay in between.
+  const env = relayEnv(db, { STATUS_INTERVAL: '60s', LEASE: '3s', HEARTBEAT_INTERVAL: '500ms', REQUEST_TIMEOUT: '1s' });
+  const first = spawnRelay(env);
+  await untilReady(first);
+  const created = await confirmedLsn(db);
+  const [warmup] = await insertEvents(db, [{ type: 'warmup', payload: '{}' }]);
+  await until(() => receiver.requests.some((r) => r.headers['webhook-id'] === `msg_${warmup}`));
+  await until(async () => (await confirmedLsn(db)) !== created, { what: 'the first status confirming the warmup' });
+  const acked = await confirmedLsn(db);
+
+  await insertEvents(
+    db,
+    Array.from({ length: 50 }, (_, i) => ({ type: 'after', payload: `{"i": ${i}}` })),
+  );
+  await until(async () => (await deliveryRows(db)) === 51, { what: 'fan-out of 50 rows committed' });
+  expect(await confirmedLsn(db)).toBe(acked); // fanned out, not acknowledged: the window we kill in
+  first.kill('SIGKILL');
+  expect((await first.exited).signal).toBe('SIGKILL');
+
+  const second = spawnRelay(env);
+  try {
+    await untilReady(second);
+    await until(async () => (await countWhere(db, 'delivered')) === 51, { what: '51 delivered', timeoutMs: 30_000 });
+    expect(await deliveryRows(db)).toBe(51); // the replayed transactions hit ON CONFLICT DO NOTHING
+    const ids = new Set(receiver.requests.map((r) => r.headers['webhook-id']));
+    expect(ids.size).toBe(51);
+    await until(async () => (await confirmedLsn(db)) !== acked, { what: 'slot position advanced after replay' });
+  } finally {
+    second.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+  }
+});
