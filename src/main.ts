@@ -4,12 +4,14 @@ const COMMANDS = {
   run: () => import('./cli/run.ts'),
   migrate: () => import('./cli/migrate.ts'),
   demo: () => import('./cli/demo.ts'),
+  repair: () => import('./cli/repair.ts'),
 } as const;
 
-const USAGE = `usage: outbox-relay [run|migrate|demo]
+const USAGE = `usage: outbox-relay [run|migrate|repair|demo]
 
   run      stream the outbox and deliver webhooks (default)
   migrate  create or upgrade the schema, publication and replication slot, then exit
+  repair   --since <duration>: recreate a lost slot, fan out the window's rows that have no deliveries
   demo     embedded Postgres + local receiver + relay: watch events arrive, then exit
 
 Configuration comes from environment variables; see README.md.`;
@@ -28,6 +30,6 @@ if (name === '--help' || name === '-h' || name === 'help') {
     // Startup errors are for a human: one clear message, no stack, unless it is a bug.
     if (err instanceof RelayError) process.stderr.write(`outbox-relay: ${err.message}\n`);
     else process.stderr.write(`outbox-relay: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
-    process.exitCode = 1;
+    process.exitCode = err instanceof RelayError && err.code === 'USAGE' ? 2 : 1;
   }
 }

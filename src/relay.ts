@@ -198,8 +198,11 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
         await pool.one(releaseLeases(owner, ids, false)).catch((err: unknown) => log.error({ err }, 'release failed'));
       }
       const idle = scheduler.whenIdle();
-      const graceOver = sleep(config.shutdownGraceMs, 'grace');
-      if ((await Promise.race([idle, graceOver])) === 'grace') {
+      const graceTimer = new AbortController();
+      const graceOver = sleep(config.shutdownGraceMs, 'grace', { signal: graceTimer.signal }).catch(() => 'idle');
+      const first = await Promise.race([idle.then(() => 'idle'), graceOver]);
+      graceTimer.abort(); // a pending grace timer would hold the process open
+      if (first === 'grace') {
         log.warn({ inFlight: scheduler.inFlight() }, 'grace period over; aborting in-flight requests');
         scheduler.abortAll(new Error('relay shutting down'));
         await idle;

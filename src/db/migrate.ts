@@ -7,7 +7,7 @@ import { SqlState, sqlStateOf } from './pg-errors.ts';
 
 const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
 /** Serialises migrate across replicas and processes: one key for the whole database. */
-const MIGRATE_LOCK_KEY = 'outbox-relay:migrate';
+export const MIGRATE_LOCK_KEY = 'outbox-relay:migrate';
 
 export type MigrateOptions = {
   databaseUrl: string;
@@ -115,14 +115,18 @@ async function ensureSlot(client: pg.Client, slot: string): Promise<boolean> {
   const known = await client.query('SELECT 1 FROM webhooks.relay_slots WHERE slot_name = $1', [slot]);
   const outboxHasRows = (await client.query('SELECT 1 FROM webhooks.outbox LIMIT 1')).rowCount !== 0;
   if (known.rowCount !== 0 || outboxHasRows) throw slotLost(slot, 'is missing');
+  await createSlot(client, slot);
+  return true;
+}
+
+/** Creates the slot (its own statement, outside any transaction that has written) and records it. */
+export async function createSlot(client: pg.Client, slot: string): Promise<void> {
   try {
-    // Its own statement outside any transaction: a slot cannot be created in a transaction that has written.
     await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
   } catch (err) {
     if (sqlStateOf(err) !== SqlState.DUPLICATE_OBJECT) throw err;
   }
   await client.query('INSERT INTO webhooks.relay_slots (slot_name) VALUES ($1) ON CONFLICT DO NOTHING', [slot]);
-  return true;
 }
 
 export function slotLost(slot: string, what: string): RelayError {

@@ -23,6 +23,9 @@ export async function createDatabasePool(databaseUrl: string, options: PoolOptio
     connectionTimeout: 10_000,
     statementTimeout: 60_000,
     idleInTransactionSessionTimeout: 60_000,
+    // A sidecar's pool is small and busy; slonik's idle reaper also arms a timer that outlives pool.end()
+    // and held every exit back by 5 s.
+    idleTimeout: 'DISABLE_TIMEOUT',
     // The relay decides what to retry; slonik's own retries would hide a lost lease or a dead database.
     queryRetryLimit: 0,
     transactionRetryLimit: 0,

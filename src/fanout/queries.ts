@@ -1,6 +1,14 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
 
+/**
+ * Which endpoints receive an event `ev` (with endpoint_id, event_type): the targeted endpoint whatever its state,
+ * else every enabled endpoint whose event_types match (NULL = all). Shared by fan-out and repair.
+ */
+export const subscribes = sql.fragment`CASE
+  WHEN ev.endpoint_id IS NOT NULL THEN ep.id = ev.endpoint_id
+  ELSE ep.enabled AND (ep.event_types IS NULL OR ev.event_type = ANY (ep.event_types)) END`;
+
 export const ClaimedRow = z.object({
   deliveryId: z.string(),
   outboxId: z.string(),
@@ -31,9 +39,7 @@ export const fanOutBatch = (
       WITH ORDINALITY AS e(outbox_id, event_type, endpoint_id, ord)
   ), matched AS (
     SELECT ev.outbox_id, ep.id AS endpoint_id, ep.enabled, row_number() OVER (ORDER BY ev.ord, ep.id) AS n
-    FROM ev JOIN webhooks.endpoints ep ON CASE
-      WHEN ev.endpoint_id IS NOT NULL THEN ep.id = ev.endpoint_id
-      ELSE ep.enabled AND (ep.event_types IS NULL OR ev.event_type = ANY (ep.event_types)) END
+    FROM ev JOIN webhooks.endpoints ep ON ${subscribes}
   ), inserted AS (
     INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, lease_owner, lease_until)
     SELECT m.outbox_id, m.endpoint_id,

@@ -11,12 +11,13 @@ export type RelayProcess = {
   httpPort: () => number | undefined;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal: NodeJS.Signals): void;
+  stdout: () => string;
   stderr: () => string;
 };
 
-/** Runs `outbox-relay <command>` as a real child process (for signals: SIGKILL, SIGSTOP, SIGTERM). */
-export function spawnRelay(env: Record<string, string>, command = 'run'): RelayProcess {
-  const child = spawn(process.execPath, [MAIN, command], {
+/** Runs `outbox-relay <args>` as a real child process (for signals: SIGKILL, SIGSTOP, SIGTERM). */
+export function spawnRelay(env: Record<string, string>, args: string | string[] = 'run'): RelayProcess {
+  const child = spawn(process.execPath, [MAIN, ...(typeof args === 'string' ? [args] : args)], {
     env: {
       PATH: process.env.PATH ?? '',
       ...env,
@@ -26,8 +27,10 @@ export function spawnRelay(env: Record<string, string>, command = 'run'): RelayP
   });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
+  let stdout = '';
   let buffered = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
     buffered += chunk;
     const lines = buffered.split('\n');
     buffered = lines.pop() ?? '';
@@ -50,6 +53,7 @@ export function spawnRelay(env: Record<string, string>, command = 'run'): RelayP
     httpPort: () => logs.find((l) => l.msg === 'relay started')?.httpPort as number | undefined,
     exited,
     kill: (signal) => child.kill(signal),
+    stdout: () => stdout,
     stderr: () => stderr,
   };
 }
