@@ -1,0 +1,246 @@
+// The Helm chart's values against its schema and against the relay itself: every env knob of src/config.ts is
+// reachable from values with the relay's own default, and typos or wrong types fail at install time.
+// (helm is not needed: the schema is checked with Ajv, the env mapping is read from the templates' text.)
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Ajv, type ErrorObject } from 'ajv';
+import { describe, expect, test } from 'vitest';
+import { parse } from 'yaml';
+import { loadConfig, parseDuration } from '../src/config.ts';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const CHART = `${ROOT}helm/outbox-relay/`;
+const text = (path: string) => readFileSync(path, 'utf8');
+
+type Values = Record<string, unknown>;
+const defaults = parse(text(`${CHART}values.yaml`)) as Values;
+const schema = JSON.parse(text(`${CHART}values.schema.json`)) as Values;
+const helpers = text(`${CHART}templates/_helpers.tpl`);
+const standalone = parse(text(`${CHART}examples/standalone-values.yaml`)) as Values;
+const sidecar = (parse(text(`${CHART}examples/sidecar-values.yaml`)) as { outboxRelay: Values }).outboxRelay;
+
+const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
+const validateSchema = ajv.compile(schema);
+
+/** Helm's coalescing of a -f file onto the chart's defaults: maps merge, null deletes, anything else replaces. */
+function coalesce(base: Values, override: Values): Values {
+  const out: Values = { ...base };
+  for (const [key, value] of Object.entries(override)) {
+    const current = out[key];
+    if (value === null) delete out[key];
+    else if (isMap(value) && isMap(current)) out[key] = coalesce(current, value);
+    else out[key] = value;
+  }
+  return out;
+}
+const isMap = (v: unknown): v is Values => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function errorsOf(values: Values): ErrorObject[] {
+  return validateSchema(values) ? [] : (validateSchema.errors ?? []);
+}
+
+/** `DELIVERY_CONCURRENCY` -> `deliveryConcurrency`. */
+const camel = (env: string) => env.toLowerCase().replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * The variable names the relay reads, taken from loadConfig itself: it looks up each key of its (private)
+ * EnvSchema in the env object it is given, so a recording Proxy sees exactly that list.
+ */
+function relayEnvNames(): string[] {
+  const seen = new Set<string>();
+  const env = new Proxy<NodeJS.ProcessEnv>(
+    {},
+    {
+      get(_target, key) {
+        if (typeof key === 'string' && /^[A-Z][A-Z0-9_]*$/.test(key)) seen.add(key);
+        return undefined;
+      },
+    },
+  );
+  loadConfig(env);
+  return [...seen].sort();
+}
+const ENV_NAMES = relayEnvNames();
+const SPECIAL = ['DATABASE_URL', 'WORKER_ID'];
+
+/** `- name: X` / `value: {{ ... .Values.config.k ... }}` pairs of the "outbox-relay.env" template. */
+function templateEnvMapping(): Map<string, { key: string; join: boolean }> {
+  const mapping = new Map<string, { key: string; join: boolean }>();
+  for (const m of helpers.matchAll(/- name: ([A-Z_]+)\n\s+value: \{\{(.*?)\}\}/g)) {
+    const key = /\.Values\.config\.(\w+)/.exec(m[2]!)?.[1];
+    if (key !== undefined) mapping.set(m[1]!, { key, join: m[2]!.includes('join ","') });
+  }
+  return mapping;
+}
+const MAPPING = templateEnvMapping();
+
+/** The environment the chart renders for the relay from a `config:` block (all values become strings). */
+function renderedEnv(config: Values): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, { key, join }] of MAPPING) {
+    const value = config[key];
+    env[name] = join ? (value as string[]).join(',') : String(value);
+  }
+  return env;
+}
+
+describe('chart values validate against values.schema.json', () => {
+  test.each([
+    ['values.yaml', defaults],
+    ['examples/standalone-values.yaml', coalesce(defaults, standalone)],
+    ['examples/sidecar-values.yaml (outboxRelay block)', coalesce(defaults, sidecar)],
+  ])('%s is valid', (_name, values) => {
+    expect(errorsOf(values)).toEqual([]);
+  });
+
+  test('Helm\'s "global" key, present when the chart is a dependency, is allowed', () => {
+    expect(errorsOf(coalesce(defaults, { global: { imageRegistry: 'x' } }))).toEqual([]);
+  });
+
+  test.each([
+    ['a string replica count', { replicaCount: 'two' }, '/replicaCount', 'type'],
+    ['a duration in words', { config: { lease: '5 minutes' } }, '/config/lease', 'pattern'],
+    ['a port above 65535', { config: { httpPort: 70_000 } }, '/config/httpPort', 'maximum'],
+    ['a fractional concurrency', { config: { deliveryConcurrency: 1.5 } }, '/config/deliveryConcurrency', 'type'],
+    ['a concurrency of 0', { config: { deliveryConcurrency: 0 } }, '/config/deliveryConcurrency', 'minimum'],
+    ['an unknown log level', { config: { logLevel: 'loud' } }, '/config/logLevel', 'enum'],
+    ['a quoted boolean', { config: { allowPrivateNetworks: 'yes' } }, '/config/allowPrivateNetworks', 'type'],
+    ['an upper-case slot name', { config: { slotName: 'Outbox' } }, '/config/slotName', 'pattern'],
+    ['a jitter above 1', { config: { retryJitter: 1.5 } }, '/config/retryJitter', 'maximum'],
+    ['an empty retry schedule', { config: { retrySchedule: [] } }, '/config/retrySchedule', 'minItems'],
+    ['a bad retry step', { config: { retrySchedule: ['5s', 'soon'] } }, '/config/retrySchedule/1', 'pattern'],
+    ['an unknown mode', { mode: 'daemonset' }, '/mode', 'enum'],
+    ['a service port above 65535', { service: { port: 70_000 } }, '/service/port', 'maximum'],
+    [
+      'DATABASE_URL through extraEnv',
+      { extraEnv: [{ name: 'DATABASE_URL', value: 'postgres://u:p@db/app' }] },
+      '/extraEnv/0/name',
+      'not',
+    ],
+    ['a config knob through extraEnv', { extraEnv: [{ name: 'LEASE', value: '5m' }] }, '/extraEnv/0/name', 'not'],
+  ])('rejects %s at %s', (_name, override, path, keyword) => {
+    const errors = errorsOf(coalesce(defaults, override));
+    expect(errors.map((e) => `${e.instancePath} ${e.keyword}`)).toContain(`${path} ${keyword}`);
+  });
+
+  test.each([
+    ['an unknown top-level key', { replicas: 2 }, '', 'replicas'],
+    ['a database URL in plain text', { databaseUrl: 'postgres://u:p@db/app' }, '', 'databaseUrl'],
+    ['a misspelt config knob', { config: { deliveryConcurency: 8 } }, '/config', 'deliveryConcurency'],
+    ['a misspelt nested key', { serviceMonitor: { enable: true } }, '/serviceMonitor', 'enable'],
+    ['a misspelt resources key', { resources: { limit: { memory: '1Gi' } } }, '/resources', 'limit'],
+    [
+      'a misspelt securityContext key',
+      { securityContext: { readOnlyRootFileSystem: true } },
+      '/securityContext',
+      'readOnlyRootFileSystem',
+    ],
+  ])('rejects %s, naming it', (_name, override, path, property) => {
+    const errors = errorsOf(coalesce(defaults, override));
+    expect(errors).toContainEqual(
+      expect.objectContaining({
+        instancePath: path,
+        keyword: 'additionalProperties',
+        params: { additionalProperty: property },
+      }),
+    );
+  });
+});
+
+describe('every relay environment variable is reachable from values', () => {
+  test('the relay reads the variables DESIGN.md names (the Proxy sees EnvSchema)', () => {
+    expect(ENV_NAMES).toEqual(
+      expect.arrayContaining(['DATABASE_URL', 'WORKER_ID', 'HTTP_PORT', 'LOG_LEVEL', 'ALLOW_PRIVATE_NETWORKS']),
+    );
+    expect(ENV_NAMES.length).toBeGreaterThan(10);
+  });
+
+  test('DATABASE_URL comes from the Secret and WORKER_ID from the pod name', () => {
+    expect(helpers).toMatch(
+      /- name: DATABASE_URL\n\s+valueFrom:\n\s+secretKeyRef:\n\s+name: .*\.Values\.databaseUrlSecret\.name.*\n\s+key: .*\.Values\.databaseUrlSecret\.key/,
+    );
+    expect(helpers).toMatch(/- name: WORKER_ID\n\s+valueFrom:\n\s+fieldRef:\n\s+fieldPath: metadata\.name/);
+  });
+
+  test('each other variable is set from config.<camelCase name>, and config holds nothing else', () => {
+    const expected = ENV_NAMES.filter((name) => !SPECIAL.includes(name)).map((name) => [name, camel(name)]);
+    const actual = [...MAPPING].map(([name, { key }]) => [name, key]);
+    expect(actual.sort()).toEqual(expected.sort());
+    const configKeys = Object.keys(defaults.config as Values).sort();
+    expect(configKeys).toEqual(expected.map(([, key]) => key).sort());
+    const schemaConfig = (schema.properties as Record<string, { properties: Values }>).config!.properties;
+    expect(Object.keys(schemaConfig).sort()).toEqual(configKeys);
+  });
+
+  test('HTTP_PORT (config.httpPort) also sets the container port the probes and Service use', () => {
+    expect(helpers).toMatch(/containerPort: \{\{ \.Values\.config\.httpPort \| int64 \}\}/);
+    expect(text(`${CHART}templates/service.yaml`)).toMatch(
+      /port: \{\{ \.Values\.service\.port \}\}\n\s+targetPort: relay-http/,
+    );
+  });
+
+  test('extraEnv refuses exactly the variables the chart sets', () => {
+    const items = (
+      schema.properties as Record<string, { items: { properties: { name: { not: { enum: string[] } } } } }>
+    ).extraEnv!.items.properties.name.not.enum;
+    expect([...items].sort()).toEqual(ENV_NAMES);
+  });
+
+  test("values.yaml's config defaults are the relay's own defaults", () => {
+    const base = { DATABASE_URL: 'postgres://u:p@db/app', WORKER_ID: 'pod-0' };
+    expect(loadConfig({ ...base, ...renderedEnv(defaults.config as Values) })).toEqual(loadConfig(base));
+  });
+
+  test.each([
+    ['standalone', coalesce(defaults, standalone)],
+    ['sidecar', coalesce(defaults, sidecar)],
+  ])('the %s example renders a configuration the relay accepts', (_name, values) => {
+    const env = { DATABASE_URL: 'postgres://u:p@db/app', WORKER_ID: 'pod-0', ...renderedEnv(values.config as Values) };
+    expect(() => loadConfig(env)).not.toThrow();
+  });
+});
+
+describe('chart consistency', () => {
+  test('SIGTERM drain fits inside the termination grace period, with room for the final writes', () => {
+    for (const values of [defaults, coalesce(defaults, standalone)]) {
+      const graceMs = parseDuration((values.config as Values).shutdownGrace as string)!;
+      expect(graceMs + 5_000).toBeLessThanOrEqual((values.terminationGracePeriodSeconds as number) * 1_000);
+    }
+    // A sidecar runs under the application pod's period: Kubernetes' default is 30s.
+    const sidecarGraceMs = parseDuration((coalesce(defaults, sidecar).config as Values).shutdownGrace as string)!;
+    expect(sidecarGraceMs + 5_000).toBeLessThanOrEqual(30_000);
+  });
+
+  test('the image tag follows Chart.yaml appVersion and the uid matches the Dockerfile', () => {
+    const chart = parse(text(`${CHART}Chart.yaml`)) as Values;
+    expect(chart).toMatchObject({ apiVersion: 'v2', name: 'outbox-relay', type: 'application' });
+    expect((defaults.image as Values).tag).toBe(chart.appVersion);
+    expect(text(`${ROOT}Dockerfile`)).toMatch(/^USER 10001:10001$/m);
+    expect(defaults.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      runAsUser: 10001,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+  });
+
+  test('templates reference only keys that exist in values.yaml', () => {
+    const missing: string[] = [];
+    for (const file of readdirSync(`${CHART}templates`)) {
+      const source = text(`${CHART}templates/${file}`).replace(/\{\{-?\s*\/\*[\s\S]*?\*\/\s*-?\}\}/g, ''); // comments
+      for (const [, path] of source.matchAll(/\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) {
+        let node: unknown = defaults;
+        for (const key of path!.slice(1).split('.')) {
+          node = isMap(node) && key in node ? node[key] : undefined;
+          if (node === undefined) {
+            missing.push(`${file}: .Values${path}`);
+            break;
+          }
+        }
+      }
+    }
+    expect(missing).toEqual([]);
+  });
+});
