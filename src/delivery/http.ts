@@ -5,7 +5,7 @@ import { Agent, request } from 'undici';
 
 export type HttpResult =
   | { kind: 'response'; status: number; retryAfter: string | undefined; snippet: string; durationMs: number }
-  | { kind: 'error'; error: string; timedOut: boolean; durationMs: number };
+  | { kind: 'error'; error: string; timedOut: boolean; code?: string; durationMs: number };
 
 export type HttpClientOptions = {
   /** Response body bytes read before the connection is dropped; the rest is never buffered. */
@@ -49,59 +49,79 @@ export function createHttpClient({ maxResponseBytes, connectionsPerOrigin, conne
     const elapsedMs = () => performance.now() - startedMs;
     const fail = (err: unknown): HttpResult => ({ kind: 'error', ...describeFailure(err), durationMs: elapsedMs() });
 
-    const deadline = AbortSignal.timeout(timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, deadline]) : deadline;
+    // One controller and one timer per attempt, both released the moment the attempt ends. (AbortSignal.timeout
+    // and AbortSignal.any kept every signal alive for the whole timeout; at thousands of deliveries a second
+    // that was most of the old-space garbage.)
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort(new Error(`timed out after ${timeoutMs}ms`));
+    }, timeoutMs);
+    const onCallerAbort = () => controller.abort(signal?.reason);
+    signal?.addEventListener('abort', onCallerAbort, { once: true });
 
-    function describeFailure(err: unknown): { error: string; timedOut: boolean } {
-      // The first signal to fire is the cause: combined.reason is that signal's reason.
-      if (signal?.aborted && combined.reason === signal.reason) {
-        return { error: `aborted: ${reasonText(signal.reason)}`, timedOut: false };
-      }
-      if (deadline.aborted || UNDICI_TIMEOUTS.has(errorCode(err) ?? '')) {
+    function describeFailure(err: unknown): { error: string; timedOut: boolean; code?: string } {
+      if (!timedOut && signal?.aborted) return { error: `aborted: ${reasonText(signal.reason)}`, timedOut: false };
+      if (timedOut || UNDICI_TIMEOUTS.has(errorCode(err) ?? '')) {
         return { error: `timed out after ${timeoutMs}ms`, timedOut: true };
       }
       // undici's own connect timeout (10 s by default) can fire before a longer timeoutMs.
-      return { error: describeError(err), timedOut: errorCode(err) === 'UND_ERR_CONNECT_TIMEOUT' };
+      const code = errorCode(err);
+      return {
+        error: describeError(err),
+        timedOut: code === 'UND_ERR_CONNECT_TIMEOUT',
+        ...(code === undefined ? {} : { code }),
+      };
     }
 
-    if (signal?.aborted) return fail(signal.reason);
-
-    let response: Awaited<ReturnType<typeof request>>;
     try {
-      response = await request(url, {
-        dispatcher: agent,
-        method: 'POST',
-        headers,
-        body,
-        signal: combined,
-        // The signal is the real deadline; these keep undici's 300 s defaults from outliving it.
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-      });
-    } catch (err) {
-      return fail(err);
+      return await attempt();
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onCallerAbort);
     }
 
-    const { statusCode, headers: responseHeaders, body: responseBody } = response;
-    const retryAfterHeader = responseHeaders['retry-after'];
-    const retryAfter = Array.isArray(retryAfterHeader) ? retryAfterHeader[0] : retryAfterHeader;
-    const { head, error } = await readCapped(responseBody, maxResponseBytes);
+    async function attempt(): Promise<HttpResult> {
+      if (signal?.aborted) return fail(signal.reason);
 
-    // Outcome of an error while reading the body, decided once:
-    // - our deadline or the caller's signal fired: the attempt failed (timed out / aborted). A receiver
-    //   that never finishes its answer within the deadline has not answered.
-    // - anything else (reset, socket closed mid-body): the status line already arrived, and the status
-    //   is the receiver's decision, so the response stands: a 2xx whose body was cut off is delivered.
-    if (error !== undefined && (combined.aborted || UNDICI_TIMEOUTS.has(errorCode(error) ?? ''))) {
-      return fail(error);
+      let response: Awaited<ReturnType<typeof request>>;
+      try {
+        response = await request(url, {
+          dispatcher: agent,
+          method: 'POST',
+          headers,
+          body,
+          signal: controller.signal,
+          // The signal is the real deadline; these keep undici's 300 s defaults from outliving it.
+          headersTimeout: timeoutMs,
+          bodyTimeout: timeoutMs,
+        });
+      } catch (err) {
+        return fail(err);
+      }
+
+      const { statusCode, headers: responseHeaders, body: responseBody } = response;
+      const retryAfterHeader = responseHeaders['retry-after'];
+      const retryAfter = Array.isArray(retryAfterHeader) ? retryAfterHeader[0] : retryAfterHeader;
+      const { head, error } = await readCapped(responseBody, maxResponseBytes);
+
+      // Outcome of an error while reading the body, decided once:
+      // - our deadline or the caller's signal fired: the attempt failed (timed out / aborted). A receiver
+      //   that never finishes its answer within the deadline has not answered.
+      // - anything else (reset, socket closed mid-body): the status line already arrived, and the status
+      //   is the receiver's decision, so the response stands: a 2xx whose body was cut off is delivered.
+      if (error !== undefined && (controller.signal.aborted || UNDICI_TIMEOUTS.has(errorCode(error) ?? ''))) {
+        return fail(error);
+      }
+      return {
+        kind: 'response',
+        status: statusCode,
+        retryAfter,
+        snippet: head.toString('utf8'),
+        durationMs: elapsedMs(),
+      };
     }
-    return {
-      kind: 'response',
-      status: statusCode,
-      retryAfter,
-      snippet: head.toString('utf8'),
-      durationMs: elapsedMs(),
-    };
   }
 
   return { post, close: () => agent.close() };

@@ -4,6 +4,7 @@ import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-log
 import type { Logger } from '../log.ts';
 import { formatLsn, maxLsn, parseLsn, type Lsn } from './lsn.ts';
 import type { OutboxEvent } from './types.ts';
+import { createWake } from '../util/wake.ts';
 
 export type WalSessionOptions = {
   databaseUrl: string;
@@ -64,8 +65,8 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   };
   const onOuterAbort = () => end();
   signal.addEventListener('abort', onOuterAbort, { once: true });
-  let wake: (() => void) | undefined;
-  const kick = () => wake?.();
+  const wake = createWake();
+  const kick = () => wake.wake();
 
   // The same private socket the library's own flowControl pauses; we pause by rows queued, not per message.
   const socket = () => (service as unknown as { _connection?: { stream?: Socket } })._connection?.stream;
@@ -128,11 +129,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   const fanoutLoop = async () => {
     while (!stop.signal.aborted || queue.length > 0) {
       if (queue.length === 0) {
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          stop.signal.addEventListener('abort', () => resolve(), { once: true });
-        });
-        wake = undefined;
+        await wake.wait(stop.signal);
         continue;
       }
       fanoutBusy = true;

@@ -3,6 +3,7 @@ import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
 import { writeOutcomes } from './queries.ts';
 import type { Outcome } from './types.ts';
+import { createWake } from '../util/wake.ts';
 
 export type OutcomeWriterDeps = {
   pool: DatabasePool;
@@ -22,7 +23,7 @@ export type OutcomeWriterDeps = {
 export function createOutcomeWriter(deps: OutcomeWriterDeps) {
   const maxBatch = deps.maxBatch ?? 1_000;
   let buffer: Outcome[] = [];
-  let wake: (() => void) | undefined;
+  const wake = createWake();
   const flushed: (() => void)[] = [];
 
   async function run(signal: AbortSignal): Promise<void> {
@@ -30,11 +31,7 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
     // Keeps going after abort until the buffer is empty, so a drain records what finished.
     while (!signal.aborted || buffer.length > 0) {
       if (buffer.length === 0) {
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          signal.addEventListener('abort', () => resolve(), { once: true });
-        });
-        wake = undefined;
+        await wake.wait(signal);
         continue;
       }
       const batch = buffer.slice(0, maxBatch);
@@ -57,7 +54,7 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
     run,
     push(outcome: Outcome): void {
       buffer.push(outcome);
-      wake?.();
+      wake.wake();
     },
     pending: () => buffer.length,
     /** Resolves once everything pushed so far has been written. */

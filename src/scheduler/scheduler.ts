@@ -1,5 +1,6 @@
 import type { Logger } from '../log.ts';
 import type { Attempt, Job } from './types.ts';
+import { createWake } from '../util/wake.ts';
 
 export type SchedulerDeps = {
   /** Most deliveries held in memory (queued + in flight + awaiting their outcome write). */
@@ -32,7 +33,7 @@ export function createScheduler(deps: SchedulerDeps) {
   let held = 0; // reserved + queued + in flight + awaiting outcome write
   let queued = 0;
   let accepting = true;
-  let claimWake: (() => void) | undefined;
+  const claimWake = createWake();
   let backlog = false; // the table may hold claimable rows we had no room for
   let idleWaiters: (() => void)[] = [];
 
@@ -82,7 +83,7 @@ export function createScheduler(deps: SchedulerDeps) {
 
   const release = (count: number) => {
     held -= count;
-    if (backlog && room() >= Math.max(1, Math.floor(deps.capacity / 4))) claimWake?.();
+    if (backlog && room() >= Math.max(1, Math.floor(deps.capacity / 4))) claimWake.wake();
   };
 
   const room = () => (accepting ? Math.max(0, deps.capacity - held) : 0);
@@ -114,22 +115,10 @@ export function createScheduler(deps: SchedulerDeps) {
     /** Places freed once outcomes are durably written. */
     written: release,
     /** The claim loop sleeps here until `timeoutMs` or until there is room and work may be waiting. */
-    async waitForClaim(timeoutMs: number, signal: AbortSignal): Promise<void> {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, timeoutMs);
-        function done() {
-          clearTimeout(timer);
-          claimWake = undefined;
-          signal.removeEventListener('abort', done);
-          resolve();
-        }
-        claimWake = done;
-        signal.addEventListener('abort', done, { once: true });
-      });
-    },
+    waitForClaim: (timeoutMs: number, signal: AbortSignal): Promise<void> => claimWake.wait(signal, timeoutMs),
     wakeClaimer(): void {
       backlog = true;
-      if (room() > 0) claimWake?.();
+      if (room() > 0) claimWake.wake();
     },
     /** After a claim returned fewer rows than asked: the table has nothing more due right now. */
     caughtUp(): void {
