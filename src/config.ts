@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { parseCidrs } from './delivery/ssrf.ts';
 import { RelayError } from './errors.ts';
 
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -66,6 +67,18 @@ const retrySchedule = z.string().transform((text, ctx) => {
   return delays as number[];
 });
 
+const cidrList = z.string().transform((text, ctx) => {
+  const parsed = parseCidrs(text);
+  if (!Array.isArray(parsed)) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${parsed.error}; expected comma-separated CIDRs, e.g. "10.0.0.0/8, fd00::/8"`,
+    });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
 const identifier = z
   .string()
   .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'expected a lower-case Postgres identifier (a-z, 0-9, _; at most 63 characters)');
@@ -83,6 +96,9 @@ const EnvSchema = z.object({
   HTTP_PORT: integer(0, 65535).default(8080),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
   ALLOW_PRIVATE_NETWORKS: boolean.default(false),
+  ALLOWED_CIDRS: cidrList.default([]),
+  ALLOW_HTTP: boolean.default(false),
+  CONNECT_TIMEOUT: duration(100, 60_000).default(10_000),
   SLOT_NAME: identifier.default('outbox_relay'),
   PUBLICATION_NAME: identifier.default('outbox_relay'),
   DELIVERY_CONCURRENCY: integer(1, 10_000).default(64),
@@ -114,6 +130,9 @@ export type Config = Readonly<{
   httpPort: number;
   logLevel: (typeof LOG_LEVELS)[number];
   allowPrivateNetworks: boolean;
+  allowedCidrs: readonly string[];
+  allowHttp: boolean;
+  connectTimeoutMs: number;
   slotName: string;
   publicationName: string;
   deliveryConcurrency: number;
@@ -162,6 +181,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     httpPort: e.HTTP_PORT,
     logLevel: e.LOG_LEVEL,
     allowPrivateNetworks: e.ALLOW_PRIVATE_NETWORKS,
+    allowedCidrs: Object.freeze(e.ALLOWED_CIDRS),
+    allowHttp: e.ALLOW_HTTP,
+    connectTimeoutMs: e.CONNECT_TIMEOUT,
     slotName: e.SLOT_NAME,
     publicationName: e.PUBLICATION_NAME,
     deliveryConcurrency: e.DELIVERY_CONCURRENCY,

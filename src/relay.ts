@@ -6,6 +6,7 @@ import { migrate } from './db/migrate.ts';
 import { createDatabasePool } from './db/pool.ts';
 import { createDeliver } from './delivery/deliver.ts';
 import { createHttpClient } from './delivery/http.ts';
+import { createGuardedConnector } from './delivery/ssrf.ts';
 import { createFanOut } from './fanout/fanout.ts';
 import type { Logger } from './log.ts';
 import { createMetrics } from './metrics/metrics.ts';
@@ -45,9 +46,19 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
   const owner = `${config.workerId}/${randomBytes(6).toString('hex')}`;
   const pool = await createDatabasePool(databaseUrl, { maximumPoolSize: 8, applicationName: 'outbox-relay' });
   const metrics = createMetrics();
-  const http = createHttpClient({ maxResponseBytes: config.maxResponseBytes });
+  const ssrf = {
+    allowPrivateNetworks: config.allowPrivateNetworks,
+    allowCidrs: config.allowedCidrs,
+    allowHttp: config.allowHttp,
+  };
+  // Every socket is dialled only to an address the guard checked (DNS pinned), so rebinding cannot slip past.
+  const http = createHttpClient({
+    maxResponseBytes: config.maxResponseBytes,
+    connect: createGuardedConnector(ssrf, { connectOptions: { timeout: config.connectTimeoutMs } }),
+  });
   const deliver = createDeliver({
     http,
+    ssrf,
     signer: createSigner(),
     timeoutMs: config.requestTimeoutMs,
     retryAfterMaxMs: config.retryAfterMaxMs,

@@ -78,6 +78,7 @@ test.each(['fast', 'immediate'] as const)(
       HTTP_PORT: '0',
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
       ALLOW_PRIVATE_NETWORKS: 'true',
+      ALLOW_HTTP: 'true',
       CLAIM_INTERVAL: '100ms',
       SWEEP_INTERVAL: '300ms',
       HEARTBEAT_INTERVAL: '500ms',
@@ -130,6 +131,7 @@ test('an invalidated slot (wal_status lost) fails loudly and repair recreates it
     HTTP_PORT: '0',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ALLOW_PRIVATE_NETWORKS: 'true',
+    ALLOW_HTTP: 'true',
   };
   const log = createLogger('silent');
   const { migrate } = await import('../src/db/migrate.ts');

@@ -86,7 +86,8 @@ async function runDemo(out: Out, signal: AbortSignal): Promise<number> {
       DATABASE_URL: postgres.url,
       HTTP_PORT: '0',
       LOG_LEVEL: process.env.LOG_LEVEL || 'warn', // the user's choice wins; relay logs are JSON on stdout
-      ALLOW_PRIVATE_NETWORKS: 'true', // the receiver is on 127.0.0.1
+      ALLOW_PRIVATE_NETWORKS: 'true', // the receiver is on 127.0.0.1, over plain http
+      ALLOW_HTTP: 'true',
       RETRY_SCHEDULE: '500ms,1s,2s',
       CLAIM_INTERVAL: '200ms',
       // In-flight requests only go to our own receiver, which answers at once. Short also because relay.ts keeps

@@ -3,9 +3,11 @@ import type { Attempt, Job } from '../scheduler/types.ts';
 import type { Signer } from '../signing/sign.ts';
 import type { HttpClient } from './http.ts';
 import { parseRetryAfter } from './retry.ts';
+import { checkUrl, SSRF_BLOCKED, type SsrfPolicy } from './ssrf.ts';
 
 export type DeliverDeps = {
   http: HttpClient;
+  ssrf: SsrfPolicy;
   signer: Signer;
   timeoutMs: number;
   retryAfterMaxMs: number;
@@ -20,6 +22,10 @@ export function envelope(eventType: string, createdAtMs: number, payload: string
 /** Sends one signed attempt and reports what happened; never throws for a receiver's failure. */
 export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal) => Promise<Attempt> {
   return async (job, signal) => {
+    // Checked on every attempt: endpoints are plain rows, so a URL can change between attempts. The connector
+    // checks every resolved address again at connect time.
+    const url = checkUrl(job.url, deps.ssrf);
+    if (!url.ok) return { kind: 'failed', error: url.reason, permanent: true, durationMs: 0 };
     const body = envelope(job.eventType, job.createdAtMs, job.payload);
     const msgId = `msg_${job.outboxId}`;
     const timestampSec = Math.floor(Date.now() / 1000);
@@ -27,7 +33,12 @@ export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal
     try {
       signature = deps.signer.sign(msgId, timestampSec, body, [job.secret]); // KeyObject cached per secret
     } catch (err) {
-      return { kind: 'failed', error: `endpoint secret invalid: ${(err as Error).message}`, durationMs: 0 };
+      return {
+        kind: 'failed',
+        error: `endpoint secret invalid: ${(err as Error).message}`,
+        permanent: true,
+        durationMs: 0,
+      };
     }
     const headers = {
       'content-type': 'application/json',
@@ -40,7 +51,10 @@ export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal
     if (signal.aborted && signal.reason instanceof RelayError && signal.reason.code === 'LEASE_LOST') {
       return { kind: 'lease-lost' };
     }
-    if (result.kind === 'error') return { kind: 'failed', error: result.error, durationMs: result.durationMs };
+    if (result.kind === 'error') {
+      const permanent = result.code === SSRF_BLOCKED ? { permanent: true as const } : {};
+      return { kind: 'failed', error: result.error, durationMs: result.durationMs, ...permanent };
+    }
     if (result.status >= 200 && result.status < 300) {
       return { kind: 'delivered', status: result.status, durationMs: result.durationMs };
     }

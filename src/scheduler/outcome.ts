@@ -12,7 +12,8 @@ export function toOutcome(job: Job, attempt: Exclude<Attempt, { kind: 'lease-los
   if (attempt.kind === 'delivered') {
     return { ...base, status: 'delivered', delayMs: 0, statusCode: attempt.status, error: null, snippet: null };
   }
-  const scheduled = nextDelayMs(job.attempt, policy.scheduleMs, policy.jitter, policy.random);
+  const scheduled =
+    attempt.permanent === true ? undefined : nextDelayMs(job.attempt, policy.scheduleMs, policy.jitter, policy.random);
   const failure = { statusCode: attempt.status ?? null, error: attempt.error, snippet: attempt.snippet ?? null };
   if (scheduled === undefined) return { ...base, ...failure, status: 'dead', delayMs: 0 };
   return { ...base, ...failure, status: 'pending', delayMs: Math.max(scheduled, attempt.retryAfterMs ?? 0) };

@@ -16,7 +16,16 @@ export type Job = {
 /** What became of one attempt; a receiver's failure is data, not an exception. */
 export type Attempt =
   | { kind: 'delivered'; status: number; durationMs: number }
-  | { kind: 'failed'; status?: number; error: string; snippet?: string; retryAfterMs?: number; durationMs: number }
+  | {
+      kind: 'failed';
+      status?: number;
+      error: string;
+      snippet?: string;
+      retryAfterMs?: number;
+      /** Retrying cannot help (a refused destination, an invalid secret): dead at once. */
+      permanent?: true;
+      durationMs: number;
+    }
   | { kind: 'lease-lost' };
 
 /** The row written back for a finished attempt. */

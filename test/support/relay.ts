@@ -13,6 +13,7 @@ export function relayEnv(db: TestDb, env: Record<string, string> = {}): Record<s
     HTTP_PORT: '0',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ALLOW_PRIVATE_NETWORKS: 'true',
+    ALLOW_HTTP: 'true',
     CLAIM_INTERVAL: '100ms',
     SWEEP_INTERVAL: '500ms',
     HEARTBEAT_INTERVAL: '1s',

@@ -78,6 +78,12 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
   value: {{ .Values.config.logLevel | quote }}
 - name: ALLOW_PRIVATE_NETWORKS
   value: {{ .Values.config.allowPrivateNetworks | quote }}
+- name: ALLOWED_CIDRS
+  value: {{ join "," .Values.config.allowedCidrs | quote }}
+- name: ALLOW_HTTP
+  value: {{ .Values.config.allowHttp | quote }}
+- name: CONNECT_TIMEOUT
+  value: {{ .Values.config.connectTimeout | quote }}
 - name: SLOT_NAME
   value: {{ .Values.config.slotName | quote }}
 - name: PUBLICATION_NAME
