@@ -2,23 +2,39 @@ SET lock_timeout = '5s';
 
 -- Applications write webhooks.endpoints and webhooks.outbox; the relay owns the rest.
 
+-- Standard Webhooks secrets: whsec_ + base64 of 24-64 random bytes. The CASE keeps decode() away from bad input.
+CREATE OR REPLACE FUNCTION webhooks.is_webhook_secret(secret text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE WHEN secret ~ '^whsec_([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$'
+              THEN length(decode(substr(secret, 7), 'base64')) BETWEEN 24 AND 64
+              ELSE false END
+$$;
+
 CREATE TABLE IF NOT EXISTS webhooks.endpoints (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   url text NOT NULL
     CONSTRAINT endpoint_url_must_be_http_or_https CHECK (url ~* '^https?://[^/?#]+'),
   secret text NOT NULL
-    -- Standard Webhooks secrets: whsec_ + base64 of 24-64 random bytes. CASE keeps decode() away from bad input.
-    CONSTRAINT endpoint_secret_must_be_whsec_base64_of_24_to_64_bytes CHECK (
-      CASE WHEN secret ~ '^whsec_([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$'
-           THEN length(decode(substr(secret, 7), 'base64')) BETWEEN 24 AND 64
-           ELSE false END),
+    CONSTRAINT endpoint_secret_must_be_whsec_base64_of_24_to_64_bytes CHECK (webhooks.is_webhook_secret(secret)),
   event_types text[], -- NULL = every event type
   enabled boolean NOT NULL DEFAULT true,
   description text,
+  -- Secret rotation: while previous_secret_expires_at is in the future, requests carry both signatures.
+  previous_secret text
+    CONSTRAINT endpoint_previous_secret_must_be_whsec_base64_of_24_to_64_bytes
+    CHECK (webhooks.is_webhook_secret(previous_secret)),
+  previous_secret_expires_at timestamptz,
+  -- Per-endpoint limits; NULL = the relay's ENDPOINT_CONCURRENCY, and no rate limit.
+  max_in_flight integer CONSTRAINT endpoint_max_in_flight_1_to_10000 CHECK (max_in_flight BETWEEN 1 AND 10000),
+  rate_limit_per_second real CONSTRAINT endpoint_rate_limit_positive CHECK (rate_limit_per_second > 0),
+  -- Set by the relay: first failure of the current failing streak (NULL while healthy); why and when disabled.
+  failing_since timestamptz,
   disabled_reason text,
   disabled_at timestamptz,
   created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT endpoint_previous_secret_needs_expiry
+    CHECK ((previous_secret IS NULL) = (previous_secret_expires_at IS NULL))
 );
 
 CREATE TABLE IF NOT EXISTS webhooks.outbox (

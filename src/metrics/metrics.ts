@@ -58,6 +58,11 @@ export function createMetrics() {
       help: 'Deliveries whose lease was lost while held',
       registers,
     }),
+    endpointsDisabled: new Counter({
+      name: 'outbox_relay_endpoints_disabled_total',
+      help: 'Endpoints disabled by the relay (410 Gone, or failing for AUTO_DISABLE_AFTER)',
+      registers,
+    }),
     sweepReclaimed: new Counter({
       name: 'outbox_relay_sweep_reclaimed_total',
       help: 'Deliveries recovered from expired leases',

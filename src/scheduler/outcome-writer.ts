@@ -9,10 +9,12 @@ export type OutcomeWriterDeps = {
   pool: DatabasePool;
   owner: string;
   workerId: string;
+  /** Disable an endpoint after this long failing with no success (0 = never). */
+  autoDisableMs: number;
   log: Logger;
   maxBatch?: number;
-  /** `count` outcomes left memory; `written` of them still held their lease. */
-  onWritten: (count: number, written: number, outcomes: readonly Outcome[]) => void;
+  /** `count` outcomes left memory; `written` of them still held their lease; `disabled` endpoints were just disabled. */
+  onWritten: (count: number, written: number, outcomes: readonly Outcome[], disabled: readonly string[]) => void;
 };
 
 /**
@@ -36,10 +38,12 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
       }
       const batch = buffer.slice(0, maxBatch);
       try {
-        const { written } = await deps.pool.one(writeOutcomes(deps.owner, deps.workerId, batch));
+        const { written, disabled } = await deps.pool.one(
+          writeOutcomes(deps.owner, deps.workerId, deps.autoDisableMs, batch),
+        );
         buffer = buffer.slice(batch.length);
         backoffMs = 100;
-        deps.onWritten(batch.length, written, batch);
+        deps.onWritten(batch.length, written, batch, disabled);
         if (buffer.length === 0) for (const resolve of flushed.splice(0)) resolve();
       } catch (err) {
         deps.log.error({ err, outcomes: batch.length }, 'writing delivery outcomes failed; retrying');

@@ -10,6 +10,20 @@ function literalInt(n: number) {
   return sql.literalValue(String(n));
 }
 
+/** What a delivery needs of its endpoint, read at claim time so URL and secret changes apply to the next attempt. */
+export const endpointColumns = sql.fragment`
+  ep.url,
+  CASE WHEN ep.previous_secret_expires_at > now() THEN ARRAY[ep.secret, ep.previous_secret]
+       ELSE ARRAY[ep.secret] END AS secrets,
+  ep.max_in_flight AS "maxInFlight", ep.rate_limit_per_second AS "ratePerSecond"`;
+
+export const EndpointFields = {
+  url: z.string(),
+  secrets: z.array(z.string()),
+  maxInFlight: z.number().nullable(),
+  ratePerSecond: z.number().nullable(),
+};
+
 const ClaimedJob = z.object({
   deliveryId: z.string(),
   outboxId: z.string(),
@@ -18,8 +32,7 @@ const ClaimedJob = z.object({
   eventType: z.string(),
   payload: z.string(),
   createdAtMs: z.number(),
-  url: z.string(),
-  secret: z.string(),
+  ...EndpointFields,
 });
 
 /**
@@ -44,30 +57,42 @@ export const claimDue = (owner: string, leaseMs: number, limit: number) => sql.t
   FROM due, webhooks.outbox o, webhooks.endpoints ep
   WHERE d.id = due.id AND o.id = d.outbox_id AND ep.id = d.endpoint_id
   RETURNING d.id AS "deliveryId", d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId", d.attempts AS attempt,
-            o.event_type AS "eventType", o.payload::text AS payload, o.created_at AS "createdAtMs", ep.url, ep.secret`;
+            o.event_type AS "eventType", o.payload::text AS payload, o.created_at AS "createdAtMs", ${endpointColumns}`;
 
 /**
  * Writes a batch of outcomes in one statement, each guarded by `lease_owner = owner`: a stale worker's write
- * changes nothing. Failed attempts are also logged in delivery_attempts. Returns how many rows were still ours.
+ * changes nothing. Failed attempts are logged in delivery_attempts; deferrals give their attempt back.
+ * The same statement keeps endpoint health: it marks the start of a failing streak, clears it on a success,
+ * and disables an endpoint that answered 410 Gone or has failed for `autoDisableMs` with no success. The
+ * endpoint row is written only on such a transition, never per outcome. Returns how many outcomes were still
+ * ours and which endpoints this write disabled.
  */
-export const writeOutcomes = (owner: string, workerId: string, outcomes: readonly Outcome[]) => {
-  const column = <T extends string | number | null>(pick: (o: Outcome) => T, type: 'int8' | 'int4' | 'text') =>
-    sql.array(outcomes.map(pick), type);
-  return sql.type(z.object({ written: z.number() }))`
+export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: number, outcomes: readonly Outcome[]) => {
+  const column = <T extends string | number | boolean | null>(pick: (o: Outcome) => T, type: string) =>
+    sql.array(outcomes.map(pick), type as 'text');
+  // coalesce: failing_since is NULL while healthy, and NULL must mean "no", never an unknown `enabled`.
+  const failingTooLong = sql.fragment`coalesce(${autoDisableMs}::bigint > 0
+    AND ep.failing_since < now() - ${autoDisableMs}::bigint * interval '1 millisecond', false)`;
+  return sql.type(z.object({ written: z.number(), disabled: z.array(z.string()) }))`
   WITH o AS (
-    SELECT * FROM unnest(${column((o) => o.deliveryId, 'int8')}, ${column((o) => o.status, 'text')},
-                         ${column((o) => o.delayMs, 'int8')}, ${column((o) => o.statusCode, 'int4')},
-                         ${column((o) => o.error, 'text')}, ${column((o) => o.snippet, 'text')},
-                         ${column((o) => o.durationMs, 'int4')}, ${column((o) => o.attempt, 'int4')})
-      AS o(id, status, delay_ms, status_code, error, snippet, duration_ms, attempt)
+    SELECT * FROM unnest(${column((o) => o.deliveryId, 'int8')}, ${column((o) => o.endpointId, 'uuid')},
+                         ${column((o) => o.status, 'text')}, ${column((o) => o.delayMs, 'int8')},
+                         ${column((o) => o.statusCode, 'int4')}, ${column((o) => o.error, 'text')},
+                         ${column((o) => o.snippet, 'text')}, ${column((o) => o.durationMs, 'int4')},
+                         ${column((o) => o.attempt, 'int4')}, ${column((o) => o.refund, 'bool')},
+                         ${column((o) => o.gone, 'bool')})
+      AS o(id, endpoint_id, status, delay_ms, status_code, error, snippet, duration_ms, attempt, refund, gone)
   ), updated AS (
     UPDATE webhooks.deliveries d
     SET status = o.status,
+        attempts = d.attempts - CASE WHEN o.refund THEN 1 ELSE 0 END,
         next_attempt_at = CASE WHEN o.status = 'pending'
                                THEN now() + o.delay_ms * interval '1 millisecond' ELSE d.next_attempt_at END,
         delivered_at = CASE WHEN o.status = 'delivered' THEN now() END,
         lease_owner = NULL, lease_until = NULL,
-        last_status_code = o.status_code, last_error = o.error, updated_at = now()
+        last_status_code = CASE WHEN o.refund THEN d.last_status_code ELSE o.status_code END,
+        last_error = CASE WHEN o.refund THEN d.last_error ELSE o.error END,
+        updated_at = now()
     FROM o
     WHERE d.id = o.id AND d.status = 'delivering' AND d.lease_owner = ${owner}
     RETURNING d.id
@@ -76,9 +101,36 @@ export const writeOutcomes = (owner: string, workerId: string, outcomes: readonl
       (delivery_id, attempt, status_code, error, response_snippet, duration_ms, worker_id)
     SELECT o.id, o.attempt, o.status_code, o.error, o.snippet, o.duration_ms, ${workerId}
     FROM o JOIN updated u ON u.id = o.id
-    WHERE o.status <> 'delivered'
+    WHERE o.status <> 'delivered' AND NOT o.refund
+  ), health AS (
+    SELECT o.endpoint_id, bool_or(o.status = 'delivered') AS ok, bool_or(o.gone) AS gone,
+           bool_or(o.status <> 'delivered' AND NOT o.refund) AS failed
+    FROM o JOIN updated u ON u.id = o.id
+    GROUP BY o.endpoint_id
+  ), transitions AS (
+    UPDATE webhooks.endpoints ep
+    SET failing_since = CASE WHEN h.ok THEN NULL WHEN h.failed THEN coalesce(ep.failing_since, now())
+                             ELSE ep.failing_since END,
+        enabled = ep.enabled AND NOT h.gone AND NOT (NOT h.ok AND h.failed AND ${failingTooLong}),
+        disabled_reason = CASE
+          WHEN ep.enabled AND h.gone THEN 'receiver answered 410 Gone'
+          WHEN ep.enabled AND NOT h.ok AND h.failed AND ${failingTooLong}
+            THEN 'every attempt failed since ' || to_char(ep.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+          ELSE ep.disabled_reason END,
+        disabled_at = CASE WHEN ep.enabled AND (h.gone OR (NOT h.ok AND h.failed AND ${failingTooLong}))
+                           THEN now() ELSE ep.disabled_at END,
+        updated_at = now()
+    FROM health h
+    WHERE ep.id = h.endpoint_id AND (
+         (h.ok AND ep.failing_since IS NOT NULL)
+      OR (h.failed AND NOT h.ok AND ep.failing_since IS NULL)
+      OR (ep.enabled AND h.gone)
+      OR (ep.enabled AND NOT h.ok AND h.failed AND ${failingTooLong}))
+    RETURNING ep.id, ep.enabled, ep.disabled_at
   )
-  SELECT count(*)::int AS written FROM updated`;
+  SELECT (SELECT count(*) FROM updated)::int AS written,
+         coalesce((SELECT array_agg(id::text) FROM transitions WHERE NOT enabled AND disabled_at = now()), '{}')
+           AS disabled`;
 };
 
 /** One statement renews every lease this process holds; ids missing from the result are lost leases. */

@@ -37,19 +37,50 @@ export function createScheduler(deps: SchedulerDeps) {
   let backlog = false; // the table may hold claimable rows we had no room for
   let idleWaiters: (() => void)[] = [];
 
+  const caps = new Map<string, number>(); // endpointId → its cap, from the newest job (endpoint rows can change)
+  const rates = new Map<string, number>(); // endpointId → requests per second, where limited
+  const nextSlotAt = new Map<string, number>(); // rate-limited endpoint → earliest next start (monotonic ms)
+  const throttled = new Map<string, NodeJS.Timeout>(); // out of the round-robin until their next slot
+
+  const capOf = (endpointId: string) => caps.get(endpointId) ?? deps.perEndpointConcurrency;
+  const makeReady = (endpointId: string) => {
+    if (queues.has(endpointId) && !throttled.has(endpointId) && (activeBy.get(endpointId) ?? 0) < capOf(endpointId)) {
+      ready.add(endpointId);
+    }
+  };
+
+  /** Takes a rate slot for the endpoint, or parks it until its next slot and returns false. */
+  const takeSlot = (endpointId: string): boolean => {
+    const rate = rates.get(endpointId);
+    if (rate === undefined) return true;
+    const now = performance.now();
+    const at = nextSlotAt.get(endpointId) ?? 0;
+    if (at > now) {
+      const timer = setTimeout(() => {
+        throttled.delete(endpointId);
+        makeReady(endpointId);
+        pump();
+      }, at - now);
+      timer.unref();
+      throttled.set(endpointId, timer);
+      return false;
+    }
+    nextSlotAt.set(endpointId, Math.max(at, now) + 1000 / rate);
+    return true;
+  };
+
   const pump = () => {
     while (accepting && inFlight.size < deps.concurrency) {
       const endpointId = ready.values().next().value;
       if (endpointId === undefined) return;
       ready.delete(endpointId);
       const queue = queues.get(endpointId);
-      const job = queue?.shift();
-      if (queue === undefined || job === undefined) continue;
+      if (queue === undefined || queue.length === 0 || !takeSlot(endpointId)) continue;
+      const job = queue.shift()!;
       queued--;
       if (queue.length === 0) queues.delete(endpointId);
-      const active = (activeBy.get(endpointId) ?? 0) + 1;
-      activeBy.set(endpointId, active);
-      if (queue.length > 0 && active < deps.perEndpointConcurrency) ready.add(endpointId);
+      activeBy.set(endpointId, (activeBy.get(endpointId) ?? 0) + 1);
+      makeReady(endpointId);
       start(job);
     }
   };
@@ -65,7 +96,7 @@ export function createScheduler(deps: SchedulerDeps) {
         const active = (activeBy.get(job.endpointId) ?? 1) - 1;
         if (active === 0) activeBy.delete(job.endpointId);
         else activeBy.set(job.endpointId, active);
-        if (queues.has(job.endpointId)) ready.add(job.endpointId);
+        makeReady(job.endpointId);
         if (attempt.kind === 'lease-lost') release(1);
         else deps.finished(job, attempt);
         pump();
@@ -78,7 +109,10 @@ export function createScheduler(deps: SchedulerDeps) {
     if (queue === undefined) queues.set(job.endpointId, (queue = []));
     queue.push(job);
     queued++;
-    if ((activeBy.get(job.endpointId) ?? 0) < deps.perEndpointConcurrency) ready.add(job.endpointId);
+    caps.set(job.endpointId, job.maxInFlight ?? deps.perEndpointConcurrency);
+    if (job.ratePerSecond === null) rates.delete(job.endpointId);
+    else rates.set(job.endpointId, job.ratePerSecond);
+    makeReady(job.endpointId);
   };
 
   const release = (count: number) => {
@@ -147,6 +181,15 @@ export function createScheduler(deps: SchedulerDeps) {
       }
       return false;
     },
+    /** Takes back the queued (unstarted) jobs of an endpoint that was just disabled; the caller releases them. */
+    dropEndpoint(endpointId: string): Job[] {
+      const dropped = queues.get(endpointId) ?? [];
+      queues.delete(endpointId);
+      ready.delete(endpointId);
+      queued -= dropped.length;
+      held -= dropped.length;
+      return dropped;
+    },
     /**
      * Stops starting work and hands back every job not yet started (the caller releases their leases).
      * In-flight requests go on; `whenIdle` tells when they have finished.
@@ -156,6 +199,8 @@ export function createScheduler(deps: SchedulerDeps) {
       const unstarted = [...queues.values()].flat();
       queues.clear();
       ready.clear();
+      for (const timer of throttled.values()) clearTimeout(timer);
+      throttled.clear();
       queued = 0;
       held -= unstarted.length;
       return unstarted;

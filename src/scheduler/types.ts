@@ -4,7 +4,12 @@ export type Job = {
   outboxId: string;
   endpointId: string;
   url: string;
-  secret: string;
+  /** The current secret, then the previous one while its rotation window lasts: one signature each. */
+  secrets: string[];
+  /** The endpoint's own cap on requests in flight (NULL: ENDPOINT_CONCURRENCY). */
+  maxInFlight: number | null;
+  /** The endpoint's requests-per-second limit (NULL: none). */
+  ratePerSecond: number | null;
   /** Attempts including this one (incremented at claim time). */
   attempt: number;
   eventType: string;
@@ -26,12 +31,19 @@ export type Attempt =
       permanent?: true;
       durationMs: number;
     }
-  | { kind: 'lease-lost' };
+  | { kind: 'lease-lost' }
+  /** The endpoint's circuit breaker is open: not sent, no attempt spent, due again when it half-opens. */
+  | { kind: 'deferred'; untilMs: number };
 
 /** The row written back for a finished attempt. */
 export type Outcome = {
   deliveryId: string;
+  endpointId: string;
   attempt: number;
+  /** Not sent (breaker open): give back the attempt counted at claim time, log nothing. */
+  refund: boolean;
+  /** The receiver answered 410 Gone: disable the endpoint, park its deliveries. */
+  gone: boolean;
   status: 'delivered' | 'pending' | 'dead';
   delayMs: number;
   statusCode: number | null;

@@ -126,6 +126,8 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
   value: {{ .Values.config.migrateOnStart | quote }}
 - name: SHUTDOWN_GRACE
   value: {{ .Values.config.shutdownGrace | quote }}
+- name: AUTO_DISABLE_AFTER
+  value: {{ .Values.config.autoDisableAfter | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
