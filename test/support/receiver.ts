@@ -11,7 +11,11 @@ export type Received = {
 };
 
 /** How the receiver answers one request; `hang` never answers (until the client gives up). */
-export type Reply = { status: number; headers?: Record<string, string>; body?: string; delayMs?: number } | 'hang';
+export type Reply =
+  | { status: number; headers?: Record<string, string>; body?: string; delayMs?: number }
+  | 'hang'
+  /** Full control of the response (dribbling, huge bodies, resets). */
+  | { raw: (res: ServerResponse) => void };
 
 export type Receiver = {
   url: string;
@@ -56,6 +60,7 @@ export async function startReceiver(): Promise<Receiver> {
         receiver.aborted++;
       });
       if (reply === 'hang') return;
+      if ('raw' in reply) return reply.raw(res);
       const answer = () => {
         if (received.state !== 'pending') return;
         res.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });

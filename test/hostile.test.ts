@@ -1,0 +1,141 @@
+import { sql } from 'slonik';
+import { expect } from 'vitest';
+import { z } from 'zod';
+import { test } from './fixtures.ts';
+import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
+import { startReceiver } from './support/receiver.ts';
+import { startTestRelay } from './support/relay.ts';
+import { until } from './support/until.ts';
+
+const firstAttempt = (db: TestDb) =>
+  db.pool.maybeOne(sql.type(z.object({ error: z.string(), durationMs: z.number() }))`
+    SELECT error, duration_ms AS "durationMs" FROM webhooks.delivery_attempts ORDER BY id LIMIT 1`);
+const lastStatus = (db: TestDb) =>
+  db.pool.oneFirst(sql.type(z.object({ s: z.string() }))`SELECT status AS s FROM webhooks.deliveries LIMIT 1`);
+
+test('a receiver that never answers is cut off at REQUEST_TIMEOUT and retried', async ({ db, receiver }) => {
+  await addEndpoint(db, receiver.url);
+  receiver.reply(() => 'hang');
+  const relay = await startTestRelay(db, { REQUEST_TIMEOUT: '500ms', RETRY_SCHEDULE: '1h' });
+  try {
+    await insertEvents(db, [{ type: 'x', payload: '{}' }]);
+    const attempt = await until(() => firstAttempt(db), { what: 'the timed-out attempt logged' });
+    expect(attempt.error).toBe('timed out after 500ms');
+    expect(attempt.durationMs).toBeGreaterThanOrEqual(450);
+    expect(attempt.durationMs).toBeLessThan(2_000);
+    expect(await lastStatus(db)).toBe('pending');
+  } finally {
+    await relay.stop();
+  }
+});
+
+test('a receiver that sends 200 headers and then dribbles a byte at a time is cut off at the deadline', async ({
+  db,
+  receiver,
+}) => {
+  await addEndpoint(db, receiver.url);
+  receiver.reply(() => ({
+    raw: (res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      const timer = setInterval(() => res.write('.'), 100);
+      res.on('close', () => clearInterval(timer));
+    },
+  }));
+  const relay = await startTestRelay(db, { REQUEST_TIMEOUT: '600ms', RETRY_SCHEDULE: '1h' });
+  try {
+    await insertEvents(db, [{ type: 'x', payload: '{}' }]);
+    const attempt = await until(() => firstAttempt(db), { what: 'the cut-off attempt logged' });
+    expect(attempt.error).toBe('timed out after 600ms');
+    expect(await lastStatus(db)).toBe('pending'); // an unfinished answer is no answer
+  } finally {
+    await relay.stop();
+  }
+});
+
+test('a huge response body is not read past MAX_RESPONSE_BYTES: the 2xx counts and the relay moves on', async ({
+  db,
+  receiver,
+}) => {
+  await addEndpoint(db, receiver.url);
+  let written = 0;
+  receiver.reply(() => ({
+    raw: (res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const chunk = Buffer.alloc(64 * 1024, 120);
+      // Up to 200 MB, as fast as the client reads; the relay must stop reading long before.
+      const pump = () => {
+        while (written < 200 * 1024 * 1024 && !res.destroyed) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    },
+  }));
+  const relay = await startTestRelay(db, { MAX_RESPONSE_BYTES: '65536', REQUEST_TIMEOUT: '5s' });
+  try {
+    await insertEvents(db, [{ type: 'x', payload: '{}' }]);
+    await until(async () => (await lastStatus(db)) === 'delivered', { what: 'delivered' });
+    expect(written).toBeLessThan(50 * 1024 * 1024);
+  } finally {
+    await relay.stop();
+  }
+});
+
+test('a connection reset after 200 headers counts as delivered (the status line is the receiver’s answer)', async ({
+  db,
+  receiver,
+}) => {
+  await addEndpoint(db, receiver.url);
+  receiver.reply(() => ({
+    raw: (res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '1000' });
+      res.write('partial', () => res.socket?.resetAndDestroy());
+    },
+  }));
+  const relay = await startTestRelay(db);
+  try {
+    await insertEvents(db, [{ type: 'x', payload: '{}' }]);
+    await until(async () => (await lastStatus(db)) === 'delivered', { what: 'delivered' });
+    expect(receiver.requests).toHaveLength(1);
+  } finally {
+    await relay.stop();
+  }
+});
+
+test('one endpoint that hangs does not hold back the others (per-endpoint concurrency)', async ({
+  db,
+  receiver: slow,
+}) => {
+  const fast = await startReceiver();
+  try {
+    await addEndpoint(db, slow.url);
+    await addEndpoint(db, fast.url);
+    slow.reply(() => 'hang');
+    const relay = await startTestRelay(db, {
+      DELIVERY_CONCURRENCY: '8',
+      ENDPOINT_CONCURRENCY: '4',
+      REQUEST_TIMEOUT: '4s',
+      LEASE: '20s',
+      RETRY_SCHEDULE: '1h',
+    });
+    try {
+      const started = performance.now();
+      await insertEvents(
+        db,
+        Array.from({ length: 200 }, (_, i) => ({ type: 'x', payload: `{"i":${i}}` })),
+      );
+      await until(() => fast.requests.length === 200, { what: 'the healthy endpoint got all 200', timeoutMs: 30_000 });
+      const tookMs = performance.now() - started;
+      // All 200 reached the healthy endpoint before the hanging one's first request had even timed out.
+      expect(tookMs).toBeLessThan(4_000);
+      expect(slow.requests.length).toBeLessThanOrEqual(4);
+      await until(async () => (await countWhere(db, 'delivered')) === 200);
+    } finally {
+      await relay.stop();
+    }
+  } finally {
+    await fast.close();
+  }
+});
