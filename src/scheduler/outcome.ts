@@ -12,7 +12,13 @@ export type RetryPolicy = { scheduleMs: readonly number[]; jitter: number; rando
  *   schedule is used up or retrying cannot help (`permanent`).
  */
 export function toOutcome(job: Job, attempt: Exclude<Attempt, { kind: 'lease-lost' }>, policy: RetryPolicy): Outcome {
-  const base = { deliveryId: job.deliveryId, endpointId: job.endpointId, attempt: job.attempt, refund: false, gone: false };
+  const base = {
+    deliveryId: job.deliveryId,
+    endpointId: job.endpointId,
+    attempt: job.attempt,
+    refund: false,
+    gone: false,
+  };
   if (attempt.kind === 'deferred') {
     return {
       ...base,
@@ -27,9 +33,22 @@ export function toOutcome(job: Job, attempt: Exclude<Attempt, { kind: 'lease-los
   }
   const durationMs = Math.round(attempt.durationMs);
   if (attempt.kind === 'delivered') {
-    return { ...base, status: 'delivered', delayMs: 0, statusCode: attempt.status, error: null, snippet: null, durationMs };
+    return {
+      ...base,
+      status: 'delivered',
+      delayMs: 0,
+      statusCode: attempt.status,
+      error: null,
+      snippet: null,
+      durationMs,
+    };
   }
-  const failure = { statusCode: attempt.status ?? null, error: attempt.error, snippet: attempt.snippet ?? null, durationMs };
+  const failure = {
+    statusCode: attempt.status ?? null,
+    error: attempt.error,
+    snippet: attempt.snippet ?? null,
+    durationMs,
+  };
   if (attempt.status === 410) {
     return { ...base, ...failure, gone: true, status: 'pending', delayMs: 0, error: '410 Gone: endpoint disabled' };
   }
