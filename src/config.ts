@@ -121,6 +121,7 @@ const EnvSchema = z.object({
   MIGRATE_ON_START: boolean.default(true),
   SHUTDOWN_GRACE: duration(0, 600_000).default(20_000),
   AUTO_DISABLE_AFTER: duration(0, 365 * 86_400_000).default(5 * 86_400_000),
+  STATS_INTERVAL: duration(100, 3_600_000).default(15_000),
 });
 
 type Env = z.output<typeof EnvSchema>;
@@ -156,6 +157,7 @@ export type Config = Readonly<{
   migrateOnStart: boolean;
   shutdownGraceMs: number;
   autoDisableMs: number;
+  statsIntervalMs: number;
 }>;
 
 /**
@@ -208,6 +210,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     migrateOnStart: e.MIGRATE_ON_START,
     shutdownGraceMs: e.SHUTDOWN_GRACE,
     autoDisableMs: e.AUTO_DISABLE_AFTER,
+    statsIntervalMs: e.STATS_INTERVAL,
   };
   checkRelations(config);
   return Object.freeze(config);

@@ -9,6 +9,7 @@ import { createHttpClient } from './delivery/http.ts';
 import { createGuardedConnector } from './delivery/ssrf.ts';
 import { createFanOut } from './fanout/fanout.ts';
 import type { Logger } from './log.ts';
+import { runDbStats } from './metrics/db-stats.ts';
 import { createMetrics } from './metrics/metrics.ts';
 import { runStream } from './replication/slot.ts';
 import type { StreamState } from './replication/types.ts';
@@ -160,6 +161,7 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
           },
         }),
         onDurable: (lsn) => metrics.confirmedLsn.set(Number(lsn)),
+        onLag: (seconds) => metrics.replicationLagSeconds.set(seconds),
         onState: (state, problem) => {
           streamState = state;
           streamProblem = problem;
@@ -206,6 +208,10 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
       leases.signal,
     ),
     writer: writer.run(writes.signal),
+    stats: runDbStats(
+      { pool, slotName: config.slotName, intervalMs: config.statsIntervalMs, metrics, log },
+      work.signal,
+    ),
   };
   log.info({ owner, httpPort: health.port, slot: config.slotName }, 'relay started');
 
@@ -216,7 +222,7 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
       stopping = true;
       log.info({ graceMs: config.shutdownGraceMs }, 'stopping: no new claims, draining in-flight work');
       work.abort(); // the stream finishes its batch and sends a final standby status with the durable LSN
-      await Promise.all([loops.stream, loops.claimer, loops.sweep]);
+      await Promise.all([loops.stream, loops.claimer, loops.sweep, loops.stats]);
       const unstarted = scheduler.drain();
       if (unstarted.length > 0) {
         // Hand unstarted leases back at once so a peer picks them up without waiting for expiry.

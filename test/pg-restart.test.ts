@@ -121,6 +121,31 @@ test.each(['fast', 'immediate'] as const)(
   120_000,
 );
 
+test('/readyz turns red while the database is down and green again once it is back; /healthz stays up', async () => {
+  const dbName = 'readiness';
+  await query(server.url, `CREATE DATABASE ${dbName}`);
+  const url = server.url.replace(/\/postgres$/, `/${dbName}`);
+  const config = loadConfig({
+    DATABASE_URL: url,
+    SLOT_NAME: 'slot_readiness',
+    HTTP_PORT: '0',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    STATUS_INTERVAL: '500ms',
+  });
+  const relay = await startRelay(config, createLogger(config.logLevel));
+  const status = async (path: string) => (await fetch(`http://127.0.0.1:${relay.httpPort}${path}`)).status;
+  try {
+    await until(async () => (await status('/readyz')) === 200, { what: 'ready' });
+    await server.stop();
+    await until(async () => (await status('/readyz')) === 503, { what: 'not ready while the database is down' });
+    expect(await status('/healthz')).toBe(200);
+    await server.start();
+    await until(async () => (await status('/readyz')) === 200, { what: 'ready again', timeoutMs: 60_000 });
+  } finally {
+    await relay.stop();
+  }
+}, 120_000);
+
 test('an invalidated slot (wal_status lost) fails loudly and repair recreates it', async () => {
   const dbName = 'invalidated';
   await query(server.url, `CREATE DATABASE ${dbName}`);

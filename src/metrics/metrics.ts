@@ -53,6 +53,31 @@ export function createMetrics() {
       help: 'Last WAL position confirmed to the server (fan-out committed up to here)',
       registers,
     }),
+    pending: new Gauge({
+      name: 'outbox_relay_deliveries_pending',
+      help: 'Deliveries waiting in the table (all replicas), including parked ones of disabled endpoints',
+      registers,
+    }),
+    oldestPendingSeconds: new Gauge({
+      name: 'outbox_relay_oldest_pending_seconds',
+      help: 'How long the oldest due delivery of an enabled endpoint has been waiting',
+      registers,
+    }),
+    slotLagBytes: new Gauge({
+      name: 'outbox_relay_replication_lag_bytes',
+      help: 'WAL between the server’s current position and the slot’s confirmed position',
+      registers,
+    }),
+    replicationLagSeconds: new Gauge({
+      name: 'outbox_relay_replication_lag_seconds',
+      help: 'Age of the last commit this replica fanned out (0 when caught up; streaming replica only)',
+      registers,
+    }),
+    slotRetainedBytes: new Gauge({
+      name: 'outbox_relay_slot_retained_wal_bytes',
+      help: 'WAL the slot keeps on the server (compare with max_slot_wal_keep_size)',
+      registers,
+    }),
     leasesLost: new Counter({
       name: 'outbox_relay_leases_lost_total',
       help: 'Deliveries whose lease was lost while held',

@@ -20,9 +20,11 @@ export type WalSessionOptions = {
   fanOut: (events: OutboxEvent[]) => Promise<void>;
   onStreaming: () => void;
   onDurable?: (lsn: Lsn) => void;
+  /** Seconds between the last fanned-out commit and now; 0 once everything received is processed. */
+  onLag?: (seconds: number) => void;
 };
 
-type QueueEntry = { event: OutboxEvent } | { commitEndLsn: Lsn };
+type QueueEntry = { event: OutboxEvent } | { commitEndLsn: Lsn; commitTimeMs: number };
 
 /**
  * One replication connection, from START_REPLICATION until the server goes away, an error, the watchdog, or
@@ -113,7 +115,13 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
         break;
       case 'commit':
         inTransaction = false;
-        if (msg.commitEndLsn !== null) queue.push({ commitEndLsn: parseLsn(msg.commitEndLsn) });
+        // commitTime: microseconds since the Unix epoch (the library adds the Postgres epoch offset).
+        if (msg.commitEndLsn !== null) {
+          queue.push({
+            commitEndLsn: parseLsn(msg.commitEndLsn),
+            commitTimeMs: Number((msg.commitTime as bigint) / 1000n),
+          });
+        }
         break;
       default:
         return;
@@ -133,7 +141,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
         continue;
       }
       fanoutBusy = true;
-      const { events, commitEndLsn } = takeBatch(queue, o.fanoutBatch);
+      const { events, commitEndLsn, commitTimeMs } = takeBatch(queue, o.fanoutBatch);
       queuedRows -= events.length;
       try {
         if (events.length > 0) await o.fanOut(events);
@@ -145,6 +153,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
       // ack only after fan-out commits
       if (commitEndLsn !== undefined) durable = maxLsn(durable, commitEndLsn);
       fanoutBusy = false;
+      if (commitTimeMs !== undefined) o.onLag?.(idle() ? 0 : Math.max(0, (Date.now() - commitTimeMs) / 1000));
       if (paused && queuedRows <= lowWater) {
         paused = false;
         socket()?.resume();
@@ -216,9 +225,13 @@ export function parseIsoTimestamp(text: string): number {
 }
 
 /** Takes up to `limit` rows from the head, plus every commit marker up to the next row that does not fit. */
-function takeBatch(queue: QueueEntry[], limit: number): { events: OutboxEvent[]; commitEndLsn: Lsn | undefined } {
+function takeBatch(
+  queue: QueueEntry[],
+  limit: number,
+): { events: OutboxEvent[]; commitEndLsn: Lsn | undefined; commitTimeMs: number | undefined } {
   const events: OutboxEvent[] = [];
   let commitEndLsn: Lsn | undefined;
+  let commitTimeMs: number | undefined;
   let taken = 0;
   for (const entry of queue) {
     if ('event' in entry) {
@@ -226,9 +239,10 @@ function takeBatch(queue: QueueEntry[], limit: number): { events: OutboxEvent[];
       events.push(entry.event);
     } else {
       commitEndLsn = entry.commitEndLsn;
+      commitTimeMs = entry.commitTimeMs;
     }
     taken++;
   }
   queue.splice(0, taken);
-  return { events, commitEndLsn };
+  return { events, commitEndLsn, commitTimeMs };
 }

@@ -128,6 +128,8 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
   value: {{ .Values.config.shutdownGrace | quote }}
 - name: AUTO_DISABLE_AFTER
   value: {{ .Values.config.autoDisableAfter | quote }}
+- name: STATS_INTERVAL
+  value: {{ .Values.config.statsInterval | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

@@ -1,0 +1,46 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { sql, type DatabasePool } from 'slonik';
+import { z } from 'zod';
+import type { Logger } from '../log.ts';
+import type { Metrics } from './metrics.ts';
+
+const Stats = z.object({
+  pending: z.number(),
+  oldestDueSeconds: z.number(),
+  lagBytes: z.number().nullable(),
+  retainedBytes: z.number().nullable(),
+});
+
+/**
+ * One cheap statement per interval (not per scrape, so a scraper cannot load the database): the backlog,
+ * the age of the oldest due delivery, and the slot's lag and retained WAL as the server sees them.
+ */
+const readStats = (slotName: string) => sql.type(Stats)`
+  SELECT
+    (SELECT count(*) FROM webhooks.deliveries WHERE status = 'pending')::int AS pending,
+    coalesce((SELECT extract(epoch FROM now() - d.next_attempt_at)
+              FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id AND ep.enabled
+              WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+              ORDER BY d.next_attempt_at LIMIT 1), 0)::float8 AS "oldestDueSeconds",
+    (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)
+     FROM pg_replication_slots WHERE slot_name = ${slotName})::float8 AS "lagBytes",
+    (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)
+     FROM pg_replication_slots WHERE slot_name = ${slotName})::float8 AS "retainedBytes"`;
+
+export async function runDbStats(
+  deps: { pool: DatabasePool; slotName: string; intervalMs: number; metrics: Metrics; log: Logger },
+  signal: AbortSignal,
+): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      const s = await deps.pool.one(readStats(deps.slotName));
+      deps.metrics.pending.set(s.pending);
+      deps.metrics.oldestPendingSeconds.set(s.oldestDueSeconds);
+      if (s.lagBytes !== null) deps.metrics.slotLagBytes.set(s.lagBytes);
+      if (s.retainedBytes !== null) deps.metrics.slotRetainedBytes.set(s.retainedBytes);
+    } catch (err) {
+      deps.log.warn({ err }, 'reading database stats for metrics failed');
+    }
+    await sleep(deps.intervalMs, undefined, { signal }).catch(() => {});
+  }
+}
