@@ -122,6 +122,10 @@ const EnvSchema = z.object({
   SHUTDOWN_GRACE: duration(0, 600_000).default(20_000),
   AUTO_DISABLE_AFTER: duration(0, 365 * 86_400_000).default(5 * 86_400_000),
   STATS_INTERVAL: duration(100, 3_600_000).default(15_000),
+  BREAKER_ERROR_THRESHOLD: integer(1, 100).default(50),
+  BREAKER_VOLUME_THRESHOLD: integer(1, 100_000).default(10),
+  BREAKER_RESET_TIMEOUT: duration(100, 3_600_000).default(30_000),
+  BREAKER_WINDOW: duration(100, 3_600_000).default(30_000),
 });
 
 type Env = z.output<typeof EnvSchema>;
@@ -158,6 +162,10 @@ export type Config = Readonly<{
   shutdownGraceMs: number;
   autoDisableMs: number;
   statsIntervalMs: number;
+  breakerErrorThresholdPercent: number;
+  breakerVolumeThreshold: number;
+  breakerResetTimeoutMs: number;
+  breakerWindowMs: number;
 }>;
 
 /**
@@ -211,6 +219,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: e.SHUTDOWN_GRACE,
     autoDisableMs: e.AUTO_DISABLE_AFTER,
     statsIntervalMs: e.STATS_INTERVAL,
+    breakerErrorThresholdPercent: e.BREAKER_ERROR_THRESHOLD,
+    breakerVolumeThreshold: e.BREAKER_VOLUME_THRESHOLD,
+    breakerResetTimeoutMs: e.BREAKER_RESET_TIMEOUT,
+    breakerWindowMs: e.BREAKER_WINDOW,
   };
   checkRelations(config);
   return Object.freeze(config);
@@ -223,6 +235,12 @@ function checkRelations(c: Config): void {
   if (c.leaseMs <= c.requestTimeoutMs + 2 * c.heartbeatIntervalMs) {
     problems.push(
       `  LEASE: must exceed REQUEST_TIMEOUT + 2 x HEARTBEAT_INTERVAL (${fmt(c.requestTimeoutMs + 2 * c.heartbeatIntervalMs)}) so a peer never reclaims a request in flight, got ${fmt(c.leaseMs)}`,
+    );
+  }
+  // Failures from before an open would otherwise still be in the window when a probe closes the breaker.
+  if (c.breakerWindowMs > c.breakerResetTimeoutMs) {
+    problems.push(
+      `  BREAKER_WINDOW: must not exceed BREAKER_RESET_TIMEOUT (${fmt(c.breakerResetTimeoutMs)}), got ${fmt(c.breakerWindowMs)}`,
     );
   }
   if (c.schedulerCapacity < c.deliveryConcurrency) {

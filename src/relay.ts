@@ -7,6 +7,7 @@ import { createDatabasePool } from './db/pool.ts';
 import { createDeliver } from './delivery/deliver.ts';
 import { createHttpClient } from './delivery/http.ts';
 import { createGuardedConnector } from './delivery/ssrf.ts';
+import { createBreakers } from './breaker/breakers.ts';
 import { createFanOut } from './fanout/fanout.ts';
 import type { Logger } from './log.ts';
 import { runDbStats } from './metrics/db-stats.ts';
@@ -35,6 +36,7 @@ export type Relay = {
   done: Promise<void>;
 };
 
+const MAX_BREAKER_SERIES = 100;
 const USER_AGENT = 'outbox-relay/0.1 (+https://www.standardwebhooks.com)';
 
 /** Starts every part of the relay; only this function and cli/run.ts know how they fit together. */
@@ -66,6 +68,24 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
     userAgent: USER_AGENT,
   });
   const retryPolicy = { scheduleMs: config.retryScheduleMs, jitter: config.retryJitter };
+  // Label series only while a breaker is not closed, at most MAX_BREAKER_SERIES of them: cardinality stays bounded.
+  const labelled = new Set<string>();
+  const breakers = createBreakers({
+    errorThresholdPercentage: config.breakerErrorThresholdPercent,
+    volumeThreshold: config.breakerVolumeThreshold,
+    resetTimeoutMs: config.breakerResetTimeoutMs,
+    rollingWindowMs: config.breakerWindowMs,
+    onStateChange: (endpointId, state) => {
+      log.warn({ endpointId, state }, 'circuit breaker state changed');
+      metrics.breakersOpen.set(breakers.openEndpoints().length);
+      if (state === 'closed') {
+        if (labelled.delete(endpointId)) metrics.breakerOpen.remove({ endpoint_id: endpointId });
+      } else if (labelled.has(endpointId) || labelled.size < MAX_BREAKER_SERIES) {
+        labelled.add(endpointId);
+        metrics.breakerOpen.set({ endpoint_id: endpointId }, state === 'open' ? 1 : 0.5);
+      }
+    },
+  });
 
   const writer = createOutcomeWriter({
     pool,
@@ -98,12 +118,15 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
     perEndpointConcurrency: config.endpointConcurrency,
     log,
     attempt: async (job, signal) => {
-      metrics.inFlight.inc();
-      try {
-        return await deliver(job, signal);
-      } finally {
-        metrics.inFlight.dec();
-      }
+      // While an endpoint's breaker is open its deliveries are deferred without being sent or spending an attempt.
+      return breakers.run(job.endpointId, async () => {
+        metrics.inFlight.inc();
+        try {
+          return await deliver(job, signal);
+        } finally {
+          metrics.inFlight.dec();
+        }
+      });
     },
     finished: (job, attempt) => {
       if (attempt.kind === 'lease-lost') return;
@@ -243,6 +266,7 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
       await loops.writer;
       leases.abort();
       await loops.heartbeat;
+      breakers.shutdown();
       await http.close().catch(() => {});
       await health.close();
       await pool.end();

@@ -65,6 +65,8 @@ export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal
     return {
       kind: 'failed',
       status: result.status,
+      // 410 disables the endpoint; it says nothing about the endpoint's health for the breaker.
+      ...(result.status === 410 ? { permanent: true as const } : {}),
       error:
         result.status >= 300 && result.status < 400
           ? `redirect ${result.status} not followed`

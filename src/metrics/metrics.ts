@@ -78,6 +78,17 @@ export function createMetrics() {
       help: 'WAL the slot keeps on the server (compare with max_slot_wal_keep_size)',
       registers,
     }),
+    breakersOpen: new Gauge({
+      name: 'outbox_relay_breakers_open',
+      help: 'Endpoints whose circuit breaker is open or half-open on this replica',
+      registers,
+    }),
+    breakerOpen: new Gauge({
+      name: 'outbox_relay_breaker_open',
+      help: 'Per endpoint, only while its breaker is not closed (at most 100 series; the rest only in breakers_open)',
+      labelNames: ['endpoint_id'] as const,
+      registers,
+    }),
     leasesLost: new Counter({
       name: 'outbox_relay_leases_lost_total',
       help: 'Deliveries whose lease was lost while held',

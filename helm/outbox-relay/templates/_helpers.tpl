@@ -130,6 +130,14 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
   value: {{ .Values.config.autoDisableAfter | quote }}
 - name: STATS_INTERVAL
   value: {{ .Values.config.statsInterval | quote }}
+- name: BREAKER_ERROR_THRESHOLD
+  value: {{ .Values.config.breakerErrorThreshold | int64 | quote }}
+- name: BREAKER_VOLUME_THRESHOLD
+  value: {{ .Values.config.breakerVolumeThreshold | int64 | quote }}
+- name: BREAKER_RESET_TIMEOUT
+  value: {{ .Values.config.breakerResetTimeout | quote }}
+- name: BREAKER_WINDOW
+  value: {{ .Values.config.breakerWindow | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
