@@ -5,14 +5,26 @@ const COMMANDS = {
   migrate: () => import('./cli/migrate.ts'),
   demo: () => import('./cli/demo.ts'),
   repair: () => import('./cli/repair.ts'),
+  status: () => import('./cli/status.ts'),
+  endpoints: () => import('./cli/endpoints.ts'),
+  deliveries: () => import('./cli/deliveries.ts'),
+  replay: () => import('./cli/replay.ts'),
 } as const;
 
-const USAGE = `usage: outbox-relay [run|migrate|repair|demo]
+const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveries|replay|demo]
 
-  run      stream the outbox and deliver webhooks (default)
-  migrate  create or upgrade the schema, publication and replication slot, then exit
-  repair   --since <duration>: recreate a lost slot, fan out the window's rows that have no deliveries
-  demo     embedded Postgres + local receiver + relay: watch events arrive, then exit
+  run         stream the outbox and deliver webhooks (default)
+  migrate     create or upgrade the schema, publication and replication slot, then exit
+  repair      --since <duration>: recreate a lost slot, fan out the window's rows that have no deliveries
+  status      slot health, delivery backlog and each endpoint's last hour; exit 1 if the slot is missing or lost
+  endpoints   add | list | show | disable | enable | rotate-secret
+  deliveries  list [--status S] [--endpoint ID] [--event-type T] [--since D] [--until D] [--limit N]
+  replay      move dead deliveries back to pending (filters or --all; --dry-run counts);
+              parked deliveries (pending on a disabled endpoint) go out with "endpoints enable ID"
+  demo        embedded Postgres + local receiver + relay: watch events arrive, then exit
+
+status, endpoints, deliveries and replay take --json (one JSON document on stdout) and --help.
+Exit codes: 0 ok, 1 failure (or an unhealthy status), 2 usage error.
 
 Configuration comes from environment variables; see README.md.`;
 

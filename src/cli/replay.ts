@@ -1,0 +1,87 @@
+import {
+  durationArg,
+  intArg,
+  listArg,
+  optionalUuid,
+  parseCommand,
+  printJson,
+  printText,
+  usageError,
+  wantsHelp,
+  withDatabase,
+} from '../ops/args.ts';
+import { countReplayable, replayBatch, type DeliveryFilter } from '../ops/queries.ts';
+
+const USAGE = `usage: outbox-relay replay [--endpoint ID] [--event-type T] [--since D] [--until D] [--ids 1,2,3]
+                           [--all] [--dry-run] [--batch 500] [--json]`;
+
+const HELP = `${USAGE}
+
+  Moves DEAD deliveries that match every filter back to pending, due now, with a fresh attempt budget
+  (last_error is kept until the next attempt). --since/--until bound the delivery's creation time, --ids
+  takes delivery ids. With no filter it refuses unless --all is given. --dry-run only counts.
+  Works in batches of --batch rows, each its own short statement: an interrupted replay is safe to rerun.
+  Parked deliveries (pending on a disabled endpoint) are not dead: "outbox-relay endpoints enable ID"
+  sends them; dead deliveries of a disabled endpoint that are replayed wait parked the same way.`;
+
+/** `outbox-relay replay`: redeliver dead deliveries once the receiver is fixed. */
+export async function main(args: string[]): Promise<number> {
+  if (wantsHelp(args)) {
+    printText([HELP]);
+    return 0;
+  }
+  const { values } = parseCommand(
+    args,
+    {
+      endpoint: { type: 'string' },
+      'event-type': { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      ids: { type: 'string' },
+      all: { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
+      batch: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    USAGE,
+  );
+  const filter: DeliveryFilter = {
+    endpointId: optionalUuid(values.endpoint, '--endpoint', USAGE),
+    eventType: values['event-type'],
+    sinceMs: durationArg(values.since, '--since', USAGE),
+    untilMs: durationArg(values.until, '--until', USAGE, true),
+    ids: listArg(values.ids, '--ids', USAGE, /^[1-9]\d{0,17}$/),
+  };
+  if (filter.ids !== undefined && filter.ids.length > 10_000) throw usageError('--ids: at most 10000 ids', USAGE);
+  if (Object.values(filter).every((v) => v === undefined) && values.all !== true) {
+    throw usageError('refusing to replay every dead delivery: give a filter, or --all to mean it', USAGE);
+  }
+  const batch = intArg(values.batch, '--batch', USAGE, 500, 10_000);
+  return withDatabase('replay', async (pool) => {
+    if (values['dry-run'] === true) {
+      const { moved: matched, parked } = await pool.one(countReplayable(filter));
+      if (values.json === true) printJson({ dryRun: true, matched, parked, moved: 0 });
+      else printText([`${matched} dead deliveries match (dry run: nothing moved)${parkedNote(parked)}`]);
+      return 0;
+    }
+    let moved = 0;
+    let parked = 0;
+    let batches = 0;
+    // Each batch commits on its own; a short batch means nothing matching is left (or the rest is locked).
+    for (;;) {
+      const result = await pool.one(replayBatch(filter, batch));
+      batches++;
+      moved += result.moved;
+      parked += result.parked;
+      if (result.moved < batch) break;
+    }
+    if (values.json === true) printJson({ dryRun: false, moved, parked, batches });
+    else printText([`${moved} dead deliveries moved back to pending, due now${parkedNote(parked)}`]);
+    return 0;
+  });
+}
+
+const parkedNote = (parked: number) =>
+  parked === 0
+    ? ''
+    : `\n${parked} of them belong to disabled endpoints and stay parked until "outbox-relay endpoints enable ID"`;

@@ -1,0 +1,145 @@
+// Text and JSON shapes of the operator commands. Text is for a terminal (aligned, compact, relative times);
+// JSON is for scripts (ISO-8601 timestamps, ids as strings, nulls kept).
+import type { DeliveryRow, EndpointHealthRow, EndpointRow } from './queries.ts';
+
+/** Left-aligned columns separated by two spaces; trailing blanks trimmed. */
+export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string[] {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)];
+}
+
+export const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+/** `12s ago`, `in 3m`, `-` for null: display only, on this machine's clock. */
+export function when(ms: number | null, nowMs = Date.now()): string {
+  if (ms === null) return '-';
+  const delta = Math.round((nowMs - ms) / 1000);
+  const span = duration(Math.abs(delta));
+  return delta >= 0 ? `${span} ago` : `in ${span}`;
+}
+
+/** Whole seconds as the largest fitting unit: `45s`, `12m`, `5h`, `3d`. */
+export function duration(seconds: number): string {
+  if (seconds < 120) return `${Math.round(seconds)}s`;
+  if (seconds < 7_200) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 172_800) return `${Math.floor(seconds / 3_600)}h`;
+  return `${Math.floor(seconds / 86_400)}d`;
+}
+
+export function bytes(n: number | null): string {
+  if (n === null) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** One line, at most `max` characters (an error message can be a whole response body). */
+export function truncate(text: string | null, max: number): string {
+  if (text === null) return '-';
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
+}
+
+export const percent = (rate: number | null) => (rate === null ? '-' : `${(rate * 100).toFixed(1)}%`);
+
+/** Successful deliveries over all attempts of the last hour; null when there were none. */
+export const successRate = (delivered: number, failed: number) =>
+  delivered + failed === 0 ? null : Math.round((delivered / (delivered + failed)) * 10_000) / 10_000;
+
+export const endpointState = (e: EndpointRow) => (!e.enabled ? 'disabled' : e.failingSince !== null ? 'failing' : 'ok');
+
+/** An endpoint as JSON. The secret appears only as its hint; the full value is printed once, at add/rotate. */
+export function endpointJson(e: EndpointRow) {
+  return {
+    id: e.id,
+    url: e.url,
+    enabled: e.enabled,
+    eventTypes: e.eventTypes,
+    description: e.description,
+    secret: e.secretHint,
+    previousSecret: e.previousSecretHint,
+    previousSecretExpiresAt: iso(e.previousSecretExpiresAt),
+    disabledReason: e.disabledReason,
+    disabledAt: iso(e.disabledAt),
+    failingSince: iso(e.failingSince),
+    createdAt: iso(e.createdAt),
+    updatedAt: iso(e.updatedAt),
+  };
+}
+
+export function healthJson(e: EndpointHealthRow) {
+  return {
+    ...endpointJson(e),
+    deliveredLastHour: e.deliveredLastHour,
+    failedAttemptsLastHour: e.failedAttemptsLastHour,
+    successRateLastHour: successRate(e.deliveredLastHour, e.failedAttemptsLastHour),
+    pending: e.pending,
+    delivering: e.delivering,
+    dead: e.dead,
+  };
+}
+
+export function healthTable(rows: readonly EndpointHealthRow[]): string[] {
+  return table(
+    ['ID', 'STATE', 'URL', 'OK/1H', 'FAILED/1H', 'SUCCESS/1H', 'PENDING', 'DEAD', 'FAILING SINCE', 'DISABLED'],
+    rows.map((e) => [
+      e.id,
+      endpointState(e),
+      truncate(e.url, 60),
+      String(e.deliveredLastHour),
+      String(e.failedAttemptsLastHour),
+      percent(successRate(e.deliveredLastHour, e.failedAttemptsLastHour)),
+      String(e.pending),
+      String(e.dead),
+      when(e.failingSince),
+      e.enabled
+        ? '-'
+        : `${truncate(e.disabledReason ?? '(no reason)', 50)}${e.disabledAt === null ? '' : ` (${when(e.disabledAt)})`}`,
+    ]),
+  );
+}
+
+export function deliveryJson(d: DeliveryRow) {
+  return {
+    id: d.id,
+    outboxId: d.outboxId,
+    webhookId: `msg_${d.outboxId}`,
+    endpointId: d.endpointId,
+    eventType: d.eventType,
+    status: d.status,
+    attempts: d.attempts,
+    nextAttemptAt: iso(d.nextAttemptAt),
+    lastStatusCode: d.lastStatusCode,
+    lastError: d.lastError,
+    createdAt: iso(d.createdAt),
+    updatedAt: iso(d.updatedAt),
+    deliveredAt: iso(d.deliveredAt),
+  };
+}
+
+export function deliveryTable(rows: readonly DeliveryRow[]): string[] {
+  return table(
+    ['ID', 'WEBHOOK-ID', 'ENDPOINT', 'EVENT TYPE', 'STATUS', 'ATTEMPTS', 'NEXT ATTEMPT', 'CODE', 'LAST ERROR'],
+    rows.map((d) => [
+      d.id,
+      `msg_${d.outboxId}`,
+      d.endpointId,
+      d.eventType ?? '-',
+      d.status,
+      String(d.attempts),
+      d.status === 'pending' ? when(d.nextAttemptAt) : '-',
+      d.lastStatusCode === null ? '-' : String(d.lastStatusCode),
+      truncate(d.lastError, 60),
+    ]),
+  );
+}

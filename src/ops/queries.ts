@@ -1,0 +1,244 @@
+// Queries of the operator commands. Every value is a bound parameter; optional filters are composed from
+// sql.fragment pieces, never from strings. Secrets leave the database only masked (`whsec_…abcd`).
+import { sql } from 'slonik';
+import { z } from 'zod';
+
+export const STATUSES = ['pending', 'delivering', 'delivered', 'dead'] as const;
+export type Status = (typeof STATUSES)[number];
+
+/** A whole number written into the SQL text (`LIMIT '500'`), so the statement is always planned for it. */
+function literalInt(n: number) {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`expected a non-negative integer, got ${n}`);
+  return sql.literalValue(String(n));
+}
+
+const ago = (ms: number) => sql.fragment`now() - ${ms}::bigint * interval '1 millisecond'`;
+const hint = (column: ReturnType<typeof sql.fragment>) => sql.fragment`'whsec_…' || right(${column}, 4)`;
+
+// ---- slot and backlog --------------------------------------------------------------------------------------
+
+const Slot = z.object({
+  maxSlotWalKeepSize: z.string(),
+  exists: z.boolean(),
+  active: z.boolean().nullable(),
+  activePid: z.number().nullable(),
+  walStatus: z.string().nullable(),
+  holderApplicationName: z.string().nullable(),
+  holderClientAddr: z.string().nullable(),
+  lagBytes: z.number().nullable(),
+  retainedWalBytes: z.number().nullable(),
+});
+export type SlotRow = z.infer<typeof Slot>;
+
+/** One row whether or not the slot exists. WAL byte counts are float8: exact far beyond any real WAL size. */
+export const slotStatus = (slotName: string) => sql.type(Slot)`
+  SELECT current_setting('max_slot_wal_keep_size') AS "maxSlotWalKeepSize",
+         s.slot_name IS NOT NULL AS exists, s.active, s.active_pid AS "activePid", s.wal_status AS "walStatus",
+         r.application_name AS "holderApplicationName", host(r.client_addr) AS "holderClientAddr",
+         (pg_current_wal_lsn() - s.confirmed_flush_lsn)::float8 AS "lagBytes",
+         (pg_current_wal_lsn() - s.restart_lsn)::float8 AS "retainedWalBytes"
+  FROM (SELECT 1) one
+  LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = ${slotName}
+  LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid`;
+
+export const deliveryCounts = () => sql.type(z.object({ status: z.string(), n: z.number() }))`
+  SELECT s.status, count(d.id)::int AS n
+  FROM unnest(${sql.array([...STATUSES], 'text')}) AS s(status)
+  LEFT JOIN webhooks.deliveries d ON d.status = s.status
+  GROUP BY s.status`;
+
+const Backlog = z.object({ due: z.number(), oldestDueAgeSeconds: z.number().nullable(), parked: z.number() });
+
+/**
+ * Pending work (the partial index on pending rows): due deliveries of enabled endpoints and how long the oldest
+ * has waited past its next_attempt_at, and parked ones (pending on a disabled endpoint, sent when it is enabled).
+ */
+export const backlog = () => sql.type(Backlog)`
+  SELECT count(*) FILTER (WHERE ep.enabled AND d.next_attempt_at <= now())::int AS due,
+         round(extract(epoch FROM now() - min(d.next_attempt_at)
+           FILTER (WHERE ep.enabled AND d.next_attempt_at <= now()))::numeric, 3)::float8 AS "oldestDueAgeSeconds",
+         count(*) FILTER (WHERE NOT ep.enabled)::int AS parked
+  FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+  WHERE d.status = 'pending'`;
+
+// ---- endpoints ---------------------------------------------------------------------------------------------
+
+const EndpointFields = {
+  id: z.string(),
+  url: z.string(),
+  eventTypes: z.array(z.string()).nullable(),
+  enabled: z.boolean(),
+  description: z.string().nullable(),
+  secretHint: z.string(),
+  previousSecretHint: z.string().nullable(),
+  previousSecretExpiresAt: z.number().nullable(),
+  disabledReason: z.string().nullable(),
+  disabledAt: z.number().nullable(),
+  failingSince: z.number().nullable(),
+  createdAt: z.number(),
+  updatedAt: z.number(),
+};
+const Endpoint = z.object(EndpointFields);
+export type EndpointRow = z.infer<typeof Endpoint>;
+
+const endpointColumns = sql.fragment`
+  ep.id, ep.url, ep.event_types AS "eventTypes", ep.enabled, ep.description,
+  ${hint(sql.fragment`ep.secret`)} AS "secretHint", ${hint(sql.fragment`ep.previous_secret`)} AS "previousSecretHint",
+  ep.previous_secret_expires_at AS "previousSecretExpiresAt", ep.disabled_reason AS "disabledReason",
+  ep.disabled_at AS "disabledAt", ep.failing_since AS "failingSince", ep.created_at AS "createdAt",
+  ep.updated_at AS "updatedAt"`;
+
+const Health = z.object({
+  ...EndpointFields,
+  deliveredLastHour: z.number(),
+  failedAttemptsLastHour: z.number(),
+  pending: z.number(),
+  delivering: z.number(),
+  dead: z.number(),
+});
+export type EndpointHealthRow = z.infer<typeof Health>;
+
+/**
+ * Endpoints with their last hour and their backlog. Troubled ones first (disabled, then failing longest), so a
+ * limited page shows what needs attention; the counts are computed only for the rows on the page.
+ */
+export const endpointHealth = (limit: number, id?: string) => sql.type(Health)`
+  SELECT ${endpointColumns}, ds.delivered AS "deliveredLastHour", fa.failed AS "failedAttemptsLastHour",
+         ds.pending, ds.delivering, ds.dead
+  FROM (SELECT * FROM webhooks.endpoints ep
+        WHERE ${id === undefined ? sql.fragment`true` : sql.fragment`ep.id = ${id}`}
+        ORDER BY ep.enabled, ep.failing_since NULLS LAST, ep.created_at, ep.id
+        LIMIT ${literalInt(limit)}) ep
+  CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.status = 'delivered' AND d.delivered_at > ${ago(3_600_000)})::int AS delivered,
+           count(*) FILTER (WHERE d.status = 'pending')::int AS pending,
+           count(*) FILTER (WHERE d.status = 'delivering')::int AS delivering,
+           count(*) FILTER (WHERE d.status = 'dead')::int AS dead
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id) ds
+  CROSS JOIN LATERAL (
+    SELECT count(*)::int AS failed
+    FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.created_at > ${ago(3_600_000)}) fa
+  ORDER BY ep.enabled, ep.failing_since NULLS LAST, ep.created_at, ep.id`;
+
+export const endpointTotals = () => sql.type(z.object({ total: z.number(), disabled: z.number() }))`
+  SELECT count(*)::int AS total, count(*) FILTER (WHERE NOT enabled)::int AS disabled FROM webhooks.endpoints`;
+
+export const listEndpoints = (limit: number) => sql.type(Endpoint)`
+  SELECT ${endpointColumns} FROM webhooks.endpoints ep ORDER BY ep.created_at, ep.id LIMIT ${literalInt(limit)}`;
+
+export const insertEndpoint = (url: string, secret: string, eventTypes: string[] | null, description: string | null) =>
+  sql.type(Endpoint)`
+  INSERT INTO webhooks.endpoints AS ep (url, secret, event_types, description)
+  VALUES (${url}, ${secret}, ${eventTypes === null ? null : sql.array(eventTypes, 'text')}, ${description})
+  RETURNING ${endpointColumns}`;
+
+export const disableEndpoint = (id: string, reason: string) => sql.type(Endpoint)`
+  UPDATE webhooks.endpoints ep
+  SET enabled = false, disabled_reason = ${reason}, disabled_at = now(), updated_at = now()
+  WHERE ep.id = ${id}
+  RETURNING ${endpointColumns}`;
+
+/** Clears the failing streak too: the relay would otherwise disable it again on the next failure. */
+export const enableEndpoint = (id: string) => sql.type(Endpoint.extend({ parked: z.number() }))`
+  UPDATE webhooks.endpoints ep
+  SET enabled = true, disabled_reason = NULL, disabled_at = NULL, failing_since = NULL, updated_at = now()
+  WHERE ep.id = ${id}
+  RETURNING ${endpointColumns},
+    (SELECT count(*)::int FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id AND d.status = 'pending') AS parked`;
+
+/**
+ * The current secret becomes the previous one, still signed with until now() + keepMs (keepMs 0: dropped now).
+ * `droppedLivePrevious` tells that a rotation still in progress lost its older secret.
+ */
+export const rotateSecret = (id: string, secret: string, keepMs: number) =>
+  sql.type(Endpoint.extend({ droppedLivePrevious: z.boolean() }))`
+  UPDATE webhooks.endpoints ep
+  SET previous_secret = CASE WHEN ${keepMs}::bigint > 0 THEN ep.secret END,
+      previous_secret_expires_at = CASE WHEN ${keepMs}::bigint > 0
+        THEN now() + ${keepMs}::bigint * interval '1 millisecond' END,
+      secret = ${secret}, updated_at = now()
+  FROM (SELECT id, coalesce(previous_secret_expires_at > now(), false) AS live
+        FROM webhooks.endpoints WHERE id = ${id} FOR UPDATE) old
+  WHERE ep.id = old.id
+  RETURNING ${endpointColumns}, old.live AS "droppedLivePrevious"`;
+
+// ---- deliveries and replay ---------------------------------------------------------------------------------
+
+export type DeliveryFilter = {
+  status?: Status;
+  endpointId?: string;
+  eventType?: string;
+  sinceMs?: number;
+  untilMs?: number;
+  ids?: string[];
+};
+
+/** The filters as one AND-ed condition on `d` (webhooks.deliveries); since/until apply to its created_at. */
+function matching(f: DeliveryFilter) {
+  const parts = [sql.fragment`true`];
+  if (f.status !== undefined) parts.push(sql.fragment`d.status = ${f.status}`);
+  if (f.endpointId !== undefined) parts.push(sql.fragment`d.endpoint_id = ${f.endpointId}`);
+  if (f.sinceMs !== undefined) parts.push(sql.fragment`d.created_at >= ${ago(f.sinceMs)}`);
+  if (f.untilMs !== undefined) parts.push(sql.fragment`d.created_at <= ${ago(f.untilMs)}`);
+  if (f.ids !== undefined) parts.push(sql.fragment`d.id = ANY (${sql.array(f.ids, 'int8')})`);
+  if (f.eventType !== undefined) {
+    parts.push(sql.fragment`EXISTS (SELECT 1 FROM webhooks.outbox o
+                                    WHERE o.id = d.outbox_id AND o.event_type = ${f.eventType})`);
+  }
+  return sql.join(parts, sql.fragment` AND `);
+}
+
+const Delivery = z.object({
+  id: z.string(),
+  outboxId: z.string(),
+  endpointId: z.string(),
+  eventType: z.string().nullable(),
+  status: z.string(),
+  attempts: z.number(),
+  nextAttemptAt: z.number(),
+  lastStatusCode: z.number().nullable(),
+  lastError: z.string().nullable(),
+  createdAt: z.number(),
+  updatedAt: z.number(),
+  deliveredAt: z.number().nullable(),
+});
+export type DeliveryRow = z.infer<typeof Delivery>;
+
+/** Newest first. event_type is NULL only for an outbox row removed by retention (no foreign key on purpose). */
+export const listDeliveries = (f: DeliveryFilter, limit: number) => sql.type(Delivery)`
+  SELECT d.id, d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId", o.event_type AS "eventType", d.status,
+         d.attempts, d.next_attempt_at AS "nextAttemptAt", d.last_status_code AS "lastStatusCode",
+         d.last_error AS "lastError", d.created_at AS "createdAt", d.updated_at AS "updatedAt",
+         d.delivered_at AS "deliveredAt"
+  FROM webhooks.deliveries d LEFT JOIN webhooks.outbox o ON o.id = d.outbox_id
+  WHERE ${matching(f)}
+  ORDER BY d.id DESC
+  LIMIT ${literalInt(limit)}`;
+
+const Moved = z.object({ moved: z.number(), parked: z.number() });
+
+/** What a replay would move: dead deliveries matching `f`, and how many of them belong to disabled endpoints. */
+export const countReplayable = (f: DeliveryFilter) => sql.type(Moved)`
+  SELECT count(*)::int AS moved, count(*) FILTER (WHERE NOT ep.enabled)::int AS parked
+  FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+  WHERE d.status = 'dead' AND ${matching({ ...f, status: undefined })}`;
+
+/**
+ * Moves one batch of dead deliveries back to pending, due now, with a fresh attempt budget (last_error is kept
+ * until the next attempt). One short statement per batch: rows locked elsewhere are skipped, not waited for.
+ */
+export const replayBatch = (f: DeliveryFilter, batch: number) => sql.type(Moved)`
+  WITH moved AS (
+    UPDATE webhooks.deliveries
+    SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_owner = NULL, lease_until = NULL,
+        updated_at = now()
+    WHERE status = 'dead' AND id IN (
+      SELECT d.id FROM webhooks.deliveries d
+      WHERE d.status = 'dead' AND ${matching({ ...f, status: undefined })}
+      ORDER BY d.id LIMIT ${literalInt(batch)}
+      FOR UPDATE SKIP LOCKED)
+    RETURNING endpoint_id
+  )
+  SELECT count(*)::int AS moved, count(*) FILTER (WHERE NOT ep.enabled)::int AS parked
+  FROM moved JOIN webhooks.endpoints ep ON ep.id = moved.endpoint_id`;
