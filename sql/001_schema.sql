@@ -92,3 +92,26 @@ CREATE TABLE IF NOT EXISTS webhooks.delivery_attempts (
 );
 
 CREATE INDEX IF NOT EXISTS delivery_attempts_delivery ON webhooks.delivery_attempts (delivery_id);
+
+-- Parking: a disabled endpoint's pending deliveries wait at next_attempt_at = infinity, so the claim's index
+-- range never walks them; enabling the endpoint makes them due at once. A trigger, so that it holds whoever
+-- flips `enabled`: the relay (410, sustained failure), the operator commands, or the application's own SQL.
+CREATE OR REPLACE FUNCTION webhooks.park_or_release_deliveries() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.enabled THEN
+    UPDATE webhooks.deliveries SET next_attempt_at = now(), updated_at = now()
+    WHERE endpoint_id = NEW.id AND status = 'pending' AND next_attempt_at = 'infinity';
+  ELSE
+    UPDATE webhooks.deliveries SET next_attempt_at = 'infinity', updated_at = now()
+    WHERE endpoint_id = NEW.id AND status = 'pending';
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS endpoints_park_deliveries ON webhooks.endpoints;
+CREATE TRIGGER endpoints_park_deliveries
+  AFTER UPDATE OF enabled ON webhooks.endpoints
+  FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled)
+  EXECUTE FUNCTION webhooks.park_or_release_deliveries();

@@ -126,6 +126,10 @@ const EnvSchema = z.object({
   BREAKER_VOLUME_THRESHOLD: integer(1, 100_000).default(10),
   BREAKER_RESET_TIMEOUT: duration(100, 3_600_000).default(30_000),
   BREAKER_WINDOW: duration(100, 3_600_000).default(30_000),
+  RETENTION_DELIVERED: duration(0, 3650 * 86_400_000).default(7 * 86_400_000),
+  RETENTION_DEAD: duration(3_600_000, 3650 * 86_400_000).default(30 * 86_400_000),
+  RETENTION_INTERVAL: duration(1_000, 86_400_000).default(600_000),
+  RETENTION_BATCH: integer(1, 100_000).default(1_000),
 });
 
 type Env = z.output<typeof EnvSchema>;
@@ -166,6 +170,10 @@ export type Config = Readonly<{
   breakerVolumeThreshold: number;
   breakerResetTimeoutMs: number;
   breakerWindowMs: number;
+  retentionDeliveredMs: number;
+  retentionDeadMs: number;
+  retentionIntervalMs: number;
+  retentionBatch: number;
 }>;
 
 /**
@@ -223,6 +231,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     breakerVolumeThreshold: e.BREAKER_VOLUME_THRESHOLD,
     breakerResetTimeoutMs: e.BREAKER_RESET_TIMEOUT,
     breakerWindowMs: e.BREAKER_WINDOW,
+    retentionDeliveredMs: e.RETENTION_DELIVERED,
+    retentionDeadMs: e.RETENTION_DEAD,
+    retentionIntervalMs: e.RETENTION_INTERVAL,
+    retentionBatch: e.RETENTION_BATCH,
   };
   checkRelations(config);
   return Object.freeze(config);

@@ -12,7 +12,8 @@ import { createFanOut } from './fanout/fanout.ts';
 import type { Logger } from './log.ts';
 import { runDbStats } from './metrics/db-stats.ts';
 import { createMetrics } from './metrics/metrics.ts';
-import { runStream } from './replication/slot.ts';
+import { parseLsn } from './replication/lsn.ts';
+import { runStream, slotConfirmedLsn } from './replication/slot.ts';
 import type { StreamState } from './replication/types.ts';
 import { runClaimer } from './scheduler/claimer.ts';
 import { runHeartbeat } from './scheduler/lease.ts';
@@ -22,6 +23,7 @@ import { releaseLeases } from './scheduler/queries.ts';
 import { createScheduler } from './scheduler/scheduler.ts';
 import { startHealthServer } from './server/health.ts';
 import { createSigner } from './signing/sign.ts';
+import { runRetention } from './retention/retention.ts';
 import { runSweep } from './sweep/sweep.ts';
 
 export type Relay = {
@@ -183,6 +185,10 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
             metrics.deliveriesCreated.inc(deliveries);
           },
         }),
+        confirmedLsn: async () => {
+          const lsn = await pool.maybeOneFirst(slotConfirmedLsn(config.slotName));
+          return lsn === null ? undefined : parseLsn(lsn);
+        },
         onDurable: (lsn) => metrics.confirmedLsn.set(Number(lsn)),
         onLag: (seconds) => metrics.replicationLagSeconds.set(seconds),
         onState: (state, problem) => {
@@ -225,12 +231,32 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
         leaseMs: config.leaseMs,
         intervalMs: config.heartbeatIntervalMs,
         scheduler,
+        heldIds: () => [...scheduler.heldIds(), ...writer.pendingIds()],
         log,
         onLeaseLost: (n) => metrics.leasesLost.inc(n),
       },
       leases.signal,
     ),
     writer: writer.run(writes.signal),
+    // RETENTION_DELIVERED=0 turns retention off: nothing is ever deleted then.
+    retention:
+      config.retentionDeliveredMs === 0
+        ? Promise.resolve()
+        : runRetention(
+            {
+              pool,
+              log,
+              intervalMs: config.retentionIntervalMs,
+              deliveredMaxAgeMs: config.retentionDeliveredMs,
+              deadMaxAgeMs: config.retentionDeadMs,
+              batch: config.retentionBatch,
+              onDeleted: ({ deliveries, outbox }) => {
+                metrics.retentionDeleted.inc({ table: 'deliveries' }, deliveries);
+                metrics.retentionDeleted.inc({ table: 'outbox' }, outbox);
+              },
+            },
+            work.signal,
+          ),
     stats: runDbStats(
       { pool, slotName: config.slotName, intervalMs: config.statsIntervalMs, metrics, log },
       work.signal,
@@ -245,7 +271,7 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
       stopping = true;
       log.info({ graceMs: config.shutdownGraceMs }, 'stopping: no new claims, draining in-flight work');
       work.abort(); // the stream finishes its batch and sends a final standby status with the durable LSN
-      await Promise.all([loops.stream, loops.claimer, loops.sweep, loops.stats]);
+      await Promise.all([loops.stream, loops.claimer, loops.sweep, loops.stats, loops.retention]);
       const unstarted = scheduler.drain();
       if (unstarted.length > 0) {
         // Hand unstarted leases back at once so a peer picks them up without waiting for expiry.

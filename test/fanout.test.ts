@@ -7,7 +7,7 @@ import { envelopeOf, startReceiver } from './support/receiver.ts';
 import { startTestRelay } from './support/relay.ts';
 import { until } from './support/until.ts';
 
-test('fan-out follows event_types, skips disabled endpoints and honours endpoint_id targeting', async ({
+test('fan-out follows event_types, parks deliveries of disabled endpoints and honours endpoint_id targeting', async ({
   db,
   receiver: paid,
 }) => {
@@ -34,7 +34,8 @@ test('fan-out follows event_types, skips disabled endpoints and honours endpoint
       expect(created.requests).toHaveLength(1);
       expect(all.requests).toHaveLength(4);
       expect(disabled.requests).toHaveLength(0);
-      expect(await db.pool.oneFirst(countFor(off.id))).toBe(0);
+      // The disabled endpoint receives nothing, but its deliveries exist, parked until it is enabled.
+      expect(await db.pool.oneFirst(countFor(off.id))).toBe(4);
       const targeted = paid.requests.filter((r) => envelopeOf(r).data.n === 5);
       expect(targeted).toHaveLength(1);
     } finally {

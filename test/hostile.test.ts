@@ -83,6 +83,32 @@ test('a huge response body is not read past MAX_RESPONSE_BYTES: the 2xx counts a
   }
 });
 
+test('a binary error body with NUL bytes is logged without them and never blocks outcome writes', async ({
+  db,
+  receiver,
+}) => {
+  await addEndpoint(db, receiver.url);
+  receiver.reply((_r, i) =>
+    i === 0
+      ? {
+          raw: (res) =>
+            res.writeHead(500, { 'content-type': 'application/gzip' }).end(Buffer.from([0x1f, 0x8b, 0, 0, 65])),
+        }
+      : { status: 204 },
+  );
+  const relay = await startTestRelay(db, { RETRY_SCHEDULE: '100ms' });
+  try {
+    await insertEvents(db, [{ type: 'x', payload: '{}' }]);
+    await until(async () => (await lastStatus(db)) === 'delivered', { what: 'delivered on the retry' });
+    const snippet = await db.pool.oneFirst(sql.type(z.object({ s: z.string() }))`
+      SELECT response_snippet AS s FROM webhooks.delivery_attempts LIMIT 1`);
+    expect(snippet).not.toContain('\0');
+    expect(snippet.endsWith('A')).toBe(true);
+  } finally {
+    await relay.stop();
+  }
+});
+
 test('a connection reset after 200 headers counts as delivered (the status line is the receiver’s answer)', async ({
   db,
   receiver,

@@ -27,11 +27,12 @@ test('/metrics counts real deliveries, latency, backlog and slot state; /healthz
       what: '25 delivered in metrics',
     });
     expect(await scrape(port, 'outbox_relay_events_fanned_out_total')).toBe(26);
-    expect(await scrape(port, 'outbox_relay_deliveries_created_total')).toBe(26);
+    // 25 to the enabled endpoint; 25 + 1 (targeted) parked for the disabled one.
+    expect(await scrape(port, 'outbox_relay_deliveries_created_total')).toBe(51);
     expect(await scrape(port, 'outbox_relay_attempt_duration_seconds_count')).toBe(25);
     expect(await scrape(port, 'outbox_relay_delivery_latency_seconds_count')).toBe(25);
     expect(await scrape(port, 'outbox_relay_slot_holder')).toBe(1);
-    await until(async () => (await scrape(port, 'outbox_relay_deliveries_pending')) === 1, { what: 'pending gauge' });
+    await until(async () => (await scrape(port, 'outbox_relay_deliveries_pending')) === 26, { what: 'pending gauge' });
     expect(await scrape(port, 'outbox_relay_slot_retained_wal_bytes')).toBeGreaterThan(0);
     expect(await scrape(port, 'outbox_relay_replication_lag_bytes')).toBeGreaterThanOrEqual(0);
     expect(await scrape(port, 'outbox_relay_process_resident_memory_bytes')).toBeGreaterThan(0);

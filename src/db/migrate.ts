@@ -4,6 +4,7 @@ import pg from 'pg';
 import { RelayError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { SqlState, sqlStateOf } from './pg-errors.ts';
+import { fanOutMissing } from './repair.ts';
 
 const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
 /** Serialises migrate across replicas and processes: one key for the whole database. */
@@ -33,7 +34,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     await client.query('SELECT pg_advisory_lock(hashtext($1))', [MIGRATE_LOCK_KEY]);
     const applied = await applyMigrations(client, options.log);
     const publicationCreated = await ensurePublication(client, options.publicationName);
-    const slotCreated = options.createSlot === false ? false : await ensureSlot(client, options.slotName);
+    const slotCreated = options.createSlot === false ? false : await ensureSlot(client, options.slotName, options.log);
     options.log.info({ applied, publicationCreated, slotCreated, slot: options.slotName }, 'migrate done');
     return { applied, publicationCreated, slotCreated };
   } catch (err) {
@@ -95,7 +96,7 @@ async function ensurePublication(client: pg.Client, name: string): Promise<boole
  * schema and the outbox is empty. A slot that existed and is gone (or was invalidated) means events may have
  * been skipped, so we refuse and point to `repair` instead of quietly starting a new slot.
  */
-async function ensureSlot(client: pg.Client, slot: string): Promise<boolean> {
+async function ensureSlot(client: pg.Client, slot: string, log: Logger): Promise<boolean> {
   const existing = await client.query<{ plugin: string; database: string; wal_status: string | null }>(
     'SELECT plugin, database, wal_status FROM pg_replication_slots WHERE slot_name = $1',
     [slot],
@@ -116,6 +117,12 @@ async function ensureSlot(client: pg.Client, slot: string): Promise<boolean> {
   const outboxHasRows = (await client.query('SELECT 1 FROM webhooks.outbox LIMIT 1')).rowCount !== 0;
   if (known.rowCount !== 0 || outboxHasRows) throw slotLost(slot, 'is missing');
   await createSlot(client, slot);
+  // An application that started with us may have committed outbox rows after the emptiness check and before
+  // the slot's consistent point: the slot will never stream those. Fan out whatever has no deliveries yet
+  // (rows the slot does stream meet ON CONFLICT).
+  if ((await client.query('SELECT 1 FROM webhooks.outbox LIMIT 1')).rowCount !== 0) {
+    await fanOutMissing(client, 100 * 365 * 86_400_000, log);
+  }
   return true;
 }
 

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { RelayError } from '../errors.ts';
-import { subscribes } from '../fanout/queries.ts';
+import { firstAttemptAt, subscribes } from '../fanout/queries.ts';
 import type { Logger } from '../log.ts';
 import { createSlot, MIGRATE_LOCK_KEY } from './migrate.ts';
 
@@ -27,33 +27,46 @@ export async function repair(o: RepairOptions): Promise<RepairResult> {
     if (schema.rowCount === 0)
       throw new RelayError('USAGE', 'schema "webhooks" does not exist: run "outbox-relay migrate" first');
     const slot = await ensureSlot(client, o);
-    const { rows } = await client.query<{ lo: string | null; hi: string | null }>(
-      `SELECT min(id)::text AS lo, max(id)::text AS hi FROM webhooks.outbox
-       WHERE created_at >= now() - $1::bigint * interval '1 millisecond'`,
-      [o.sinceMs],
-    );
-    const result: RepairResult = { slot, scanned: 0, fannedOut: 0, deliveries: 0 };
-    const lo = rows[0]?.lo;
-    const hi = rows[0]?.hi;
-    if (lo === null || lo === undefined || hi === null || hi === undefined) return result;
-    const batch = BigInt(o.batch ?? 10_000);
-    for (let from = BigInt(lo); from <= BigInt(hi); from += batch) {
-      const to = from + batch - 1n;
-      const r = await client.query<{ events: number; deliveries: number; scanned: number }>(FAN_OUT_MISSING, [
-        from.toString(),
-        to.toString(),
-        o.sinceMs,
-      ]);
-      const row = r.rows[0]!;
-      result.scanned += row.scanned;
-      result.fannedOut += row.events;
-      result.deliveries += row.deliveries;
-      o.log.info({ from: from.toString(), to: to.toString(), ...row }, 'repair batch');
-    }
-    return result;
+    return { slot, ...(await fanOutMissing(client, o.sinceMs, o.log, o.batch)) };
   } finally {
     await client.end().catch(() => {});
   }
+}
+
+/**
+ * Fans out, as pending rows, every outbox row newer than `sinceMs` that has no delivery at all, in id-range
+ * batches. Idempotent (ON CONFLICT); used by repair and by migrate right after it creates a slot.
+ */
+export async function fanOutMissing(
+  client: pg.Client,
+  sinceMs: number,
+  log: Logger,
+  batchSize = 10_000,
+): Promise<Omit<RepairResult, 'slot'>> {
+  const { rows } = await client.query<{ lo: string | null; hi: string | null }>(
+    `SELECT min(id)::text AS lo, max(id)::text AS hi FROM webhooks.outbox
+     WHERE created_at >= now() - $1::bigint * interval '1 millisecond'`,
+    [sinceMs],
+  );
+  const result = { scanned: 0, fannedOut: 0, deliveries: 0 };
+  const lo = rows[0]?.lo;
+  const hi = rows[0]?.hi;
+  if (lo === null || lo === undefined || hi === null || hi === undefined) return result;
+  const batch = BigInt(batchSize);
+  for (let from = BigInt(lo); from <= BigInt(hi); from += batch) {
+    const to = from + batch - 1n;
+    const r = await client.query<{ events: number; deliveries: number; scanned: number }>(FAN_OUT_MISSING, [
+      from.toString(),
+      to.toString(),
+      sinceMs,
+    ]);
+    const row = r.rows[0]!;
+    result.scanned += row.scanned;
+    result.fannedOut += row.events;
+    result.deliveries += row.deliveries;
+    log.info({ from: from.toString(), to: to.toString(), ...row }, 'fan-out of rows with no deliveries');
+  }
+  return result;
 }
 
 async function ensureSlot(client: pg.Client, o: RepairOptions): Promise<RepairResult['slot']> {
@@ -73,6 +86,7 @@ async function ensureSlot(client: pg.Client, o: RepairOptions): Promise<RepairRe
 }
 
 const subscribesText = subscribes.sql;
+const firstAttemptAtText = firstAttemptAt.sql;
 
 /** Outbox rows in [$1, $2] newer than $3 ms with no delivery at all: fanned out as pending rows. */
 const FAN_OUT_MISSING = `
@@ -84,8 +98,8 @@ const FAN_OUT_MISSING = `
     SELECT w.id AS outbox_id, w.event_type, w.endpoint_id FROM window_rows w
     WHERE NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.outbox_id = w.id)
   ), inserted AS (
-    INSERT INTO webhooks.deliveries (outbox_id, endpoint_id)
-    SELECT ev.outbox_id, ep.id FROM ev JOIN webhooks.endpoints ep ON ${subscribesText}
+    INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, next_attempt_at)
+    SELECT ev.outbox_id, ep.id, ${firstAttemptAtText} FROM ev JOIN webhooks.endpoints ep ON ${subscribesText}
     ON CONFLICT (outbox_id, endpoint_id) DO NOTHING
     RETURNING outbox_id
   )

@@ -121,7 +121,9 @@ export function createHttpClient({ maxResponseBytes, connectionsPerOrigin, conne
         kind: 'response',
         status: statusCode,
         retryAfter,
-        snippet: head.toString('utf8'),
+        // Postgres text cannot hold NUL (a gzip or binary body has them): one such snippet would fail every
+        // outcome write of its batch.
+        snippet: head.toString('utf8').replaceAll('\0', ''),
         durationMs: elapsedMs(),
       };
     }

@@ -1,30 +1,42 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
-import { EndpointFields, endpointColumns } from '../scheduler/queries.ts';
+import { endpointColumns } from '../scheduler/queries.ts';
 
 /**
- * Which endpoints receive an event `ev` (with endpoint_id, event_type): the targeted endpoint whatever its state,
- * else every enabled endpoint whose event_types match (NULL = all). Shared by fan-out and repair.
+ * Which endpoints receive an event `ev` (with endpoint_id, event_type): the targeted endpoint, else every
+ * endpoint whose event_types match (NULL = all). Disabled endpoints included: their deliveries are created
+ * parked (next_attempt_at = infinity) and go out when the endpoint is enabled again, so an endpoint the relay
+ * disabled for a while (410, sustained failure) misses nothing. Shared by fan-out and repair.
  */
 export const subscribes = sql.fragment`CASE
   WHEN ev.endpoint_id IS NOT NULL THEN ep.id = ev.endpoint_id
-  ELSE ep.enabled AND (ep.event_types IS NULL OR ev.event_type = ANY (ep.event_types)) END`;
+  ELSE ep.event_types IS NULL OR ev.event_type = ANY (ep.event_types) END`;
 
-export const ClaimedRow = z.object({
-  deliveryId: z.string(),
-  outboxId: z.string(),
-  endpointId: z.string(),
-  claimed: z.boolean(),
-  ...EndpointFields,
+/** Due now for an enabled endpoint; parked (never due until enabled, see the endpoints trigger) otherwise. */
+export const firstAttemptAt = sql.fragment`CASE WHEN ep.enabled THEN now() ELSE 'infinity'::timestamptz END`;
+
+const FannedOut = z.object({
+  visible: z.number(),
+  deliveryId: z.string().nullable(),
+  outboxId: z.string().nullable(),
+  endpointId: z.string().nullable(),
+  claimed: z.boolean().nullable(),
+  url: z.string().nullable(),
+  secrets: z.array(z.string()).nullable(),
+  maxInFlight: z.number().nullable(),
+  ratePerSecond: z.number().nullable(),
 });
+export type FannedOutRow = z.infer<typeof FannedOut>;
 
 /**
  * Fans a batch of outbox rows out to their endpoints in one statement. Idempotent: a replayed batch hits
- * ON CONFLICT and inserts nothing. The first `room` new rows are inserted already claimed by `owner` (lease on
- * the database clock), the rest stay pending for the claim loop. Targeted rows (`endpoint_id`) go to that
- * endpoint even when it is disabled: the delivery waits, parked, until it is enabled again.
+ * ON CONFLICT and inserts nothing. The first `room` new rows of enabled endpoints are inserted already claimed
+ * by `owner` (lease on the database clock), the rest stay pending for the claim loop.
  *
- * Endpoints are read here, not the outbox: the stream can show a committed row before this session sees it.
+ * The event itself comes from the WAL, never from the table. But the stream can show a commit a moment before
+ * other sessions see it, and an endpoint created in that same transaction would then be missed: with
+ * `requireVisible`, nothing is inserted unless every row of the batch is visible, and `visible` says how many
+ * were, so the caller can retry briefly. Always one row back (delivery columns NULL when nothing was inserted).
  */
 export const fanOutBatch = (
   ids: readonly string[],
@@ -33,29 +45,31 @@ export const fanOutBatch = (
   owner: string,
   leaseMs: number,
   room: number,
-) => sql.type(ClaimedRow)`
+  requireVisible: boolean,
+) => sql.type(FannedOut)`
   WITH ev AS (
     SELECT * FROM unnest(${sql.array(ids, 'int8')}, ${sql.array(eventTypes, 'text')}, ${sql.array(targets, 'uuid')})
       WITH ORDINALITY AS e(outbox_id, event_type, endpoint_id, ord)
+  ), visible AS (
+    SELECT count(*)::int AS n FROM webhooks.outbox WHERE id = ANY (${sql.array(ids, 'int8')})
   ), matched AS (
-    SELECT ev.outbox_id, ep.id AS endpoint_id, ep.enabled, row_number() OVER (ORDER BY ev.ord, ep.id) AS n
+    SELECT ev.outbox_id, ep.id AS endpoint_id, ep.enabled, ${firstAttemptAt} AS first_attempt_at,
+           row_number() OVER (ORDER BY ev.ord, ep.id) AS n
     FROM ev JOIN webhooks.endpoints ep ON ${subscribes}
+    WHERE NOT ${requireVisible} OR (SELECT n FROM visible) = ${ids.length}
   ), inserted AS (
-    INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, lease_owner, lease_until)
+    INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, lease_owner, lease_until, next_attempt_at)
     SELECT m.outbox_id, m.endpoint_id,
            CASE WHEN m.claim THEN 'delivering' ELSE 'pending' END,
            CASE WHEN m.claim THEN 1 ELSE 0 END,
            CASE WHEN m.claim THEN ${owner} END,
-           CASE WHEN m.claim THEN now() + ${leaseMs}::int * interval '1 millisecond' END
+           CASE WHEN m.claim THEN now() + ${leaseMs}::int * interval '1 millisecond' END,
+           m.first_attempt_at
     FROM (SELECT *, enabled AND n <= ${room} AS claim FROM matched) m
     ON CONFLICT (outbox_id, endpoint_id) DO NOTHING
     RETURNING d.id, d.outbox_id, d.endpoint_id, d.status
   )
-  SELECT i.id AS "deliveryId", i.outbox_id AS "outboxId", i.endpoint_id AS "endpointId",
+  SELECT v.n AS visible, i.id AS "deliveryId", i.outbox_id AS "outboxId", i.endpoint_id AS "endpointId",
          i.status = 'delivering' AS claimed, ${endpointColumns}
-  FROM inserted i JOIN webhooks.endpoints ep ON ep.id = i.endpoint_id`;
-
-/** Targeted rows whose endpoint this session cannot see yet (created in the same, just-committed transaction). */
-export const missingTargets = (targets: readonly string[]) => sql.type(z.object({ id: z.string() }))`
-  SELECT t.id::text AS id FROM unnest(${sql.array(targets, 'uuid')}) AS t(id)
-  WHERE NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = t.id)`;
+  FROM visible v
+  LEFT JOIN (inserted i JOIN webhooks.endpoints ep ON ep.id = i.endpoint_id) ON true`;

@@ -99,6 +99,12 @@ export function createMetrics() {
       help: 'Endpoints disabled by the relay (410 Gone, or failing for AUTO_DISABLE_AFTER)',
       registers,
     }),
+    retentionDeleted: new Counter({
+      name: 'outbox_relay_retention_deleted_total',
+      help: 'Rows deleted by the retention job, by table',
+      labelNames: ['table'] as const,
+      registers,
+    }),
     sweepReclaimed: new Counter({
       name: 'outbox_relay_sweep_reclaimed_total',
       help: 'Deliveries recovered from expired leases',

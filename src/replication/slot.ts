@@ -1,4 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sql } from 'slonik';
+import { z } from 'zod';
 import { slotLost } from '../db/migrate.ts';
 import { SqlState, sqlStateOf } from '../db/pg-errors.ts';
 import { runWalSession, type WalSessionOptions } from './wal-stream.ts';
@@ -11,6 +13,9 @@ export type StreamDeps = Omit<WalSessionOptions, 'onStreaming'> & {
 };
 
 const MAX_BACKOFF_MS = 30_000;
+
+export const slotConfirmedLsn = (slotName: string) => sql.type(z.object({ lsn: z.string().nullable() }))`
+  SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = ${slotName}`;
 
 /**
  * Owns the slot or stands by. Only one connection can stream a slot: the others get SQLSTATE 55006, keep

@@ -18,6 +18,8 @@ export type WalSessionOptions = {
   log: Logger;
   /** Fans a batch out and resolves only once that work has committed. */
   fanOut: (events: OutboxEvent[]) => Promise<void>;
+  /** The slot's confirmed position, read before streaming: statuses can then go out before the first commit. */
+  confirmedLsn: () => Promise<Lsn | undefined>;
   onStreaming: () => void;
   onDurable?: (lsn: Lsn) => void;
   /** Seconds between the last fanned-out commit and now; 0 once everything received is processed. */
@@ -53,6 +55,8 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   let paused = false;
   let durable: Lsn = 0n; // everything before this position has been fanned out and committed
   let lastKeepalive: Lsn = 0n;
+  let startedAt: Lsn = 0n; // the confirmed position this session started from
+  let progressed = false;
   let lastStatusAt = -Infinity; // the first status goes out as soon as there is something to confirm
   let lastHeardAt = performance.now();
   let replyOwed = false;
@@ -65,7 +69,11 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
     if (err !== undefined && failure === undefined) failure = err;
     stop.abort();
   };
-  const onOuterAbort = () => end();
+  // Stop reading at once: under a backlog the queue would otherwise never drain and stop() would never return.
+  const onOuterAbort = () => {
+    socket()?.pause();
+    end();
+  };
   signal.addEventListener('abort', onOuterAbort, { once: true });
   const wake = createWake();
   const kick = () => wake.wake();
@@ -79,12 +87,14 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   const sendStatus = (force: boolean) => {
     if (idle()) durable = maxLsn(durable, lastKeepalive);
     if (durable === 0n) return;
-    // Periodic, not per batch: a status per fan-out batch costs the server work for no gain. Replies the server
-    // asks for (and shutdown) are forced.
-    if (!force && performance.now() - lastStatusAt < o.statusIntervalMs) return;
+    // Periodic, not per batch: a status per fan-out batch costs the server work for no gain. Forced: replies the
+    // server asks for, shutdown, and the session's first progress (a restarted relay confirms its replay at once).
+    const firstProgress = !progressed && durable > startedAt;
+    if (!force && !firstProgress && performance.now() - lastStatusAt < o.statusIntervalMs) return;
     // The library writes lsn + 1 into the status message; we want exactly `durable` confirmed.
     void service.acknowledge(formatLsn(durable - 1n)).catch((err: unknown) => end(err));
     lastStatusAt = performance.now();
+    if (firstProgress) progressed = true;
     replyOwed = false;
     o.onDurable?.(durable);
   };
@@ -154,7 +164,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
       if (commitEndLsn !== undefined) durable = maxLsn(durable, commitEndLsn);
       fanoutBusy = false;
       if (commitTimeMs !== undefined) o.onLag?.(idle() ? 0 : Math.max(0, (Date.now() - commitTimeMs) / 1000));
-      if (paused && queuedRows <= lowWater) {
+      if (paused && !stop.signal.aborted && queuedRows <= lowWater) {
         paused = false;
         socket()?.resume();
       }
@@ -174,6 +184,10 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
     }
   };
 
+  // Without a known position no status could be sent until the first commit is fanned out; a first transaction
+  // that takes longer than wal_sender_timeout would then end every session the same way.
+  durable = (await o.confirmedLsn().catch(() => undefined)) ?? 0n;
+  startedAt = durable;
   const streaming = service.subscribe(plugin, o.slotName).then(
     () => end(failure ?? new Error('replication stream ended by the server')),
     (err: unknown) => end(err),

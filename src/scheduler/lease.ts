@@ -11,6 +11,8 @@ export type HeartbeatDeps = {
   leaseMs: number;
   intervalMs: number;
   scheduler: Scheduler;
+  /** Every delivery this process holds a lease on: queued, in flight, or answered but not yet recorded. */
+  heldIds: () => string[];
   log: Logger;
   onLeaseLost?: (count: number) => void;
 };
@@ -27,14 +29,21 @@ export async function runHeartbeat(deps: HeartbeatDeps, signal: AbortSignal): Pr
   while (!signal.aborted) {
     await sleep(deps.intervalMs, undefined, { signal }).catch(() => {});
     if (signal.aborted) return;
-    const ids = deps.scheduler.heldIds();
+    const ids = deps.heldIds();
     const startedAt = performance.now();
     if (ids.length === 0) {
       lastRenewedAt = startedAt;
       continue;
     }
     try {
-      const renewed = new Set((await deps.pool.any(renewLeases(deps.owner, deps.leaseMs, ids))).map((r) => r.id));
+      // A black-holed connection never answers and no client-side timeout would fire: give up after one interval.
+      const rows = await Promise.race([
+        deps.pool.any(renewLeases(deps.owner, deps.leaseMs, ids)),
+        sleep(Math.max(deps.intervalMs, 1_000), undefined, { ref: false }).then(() => {
+          throw new Error('lease renewal did not answer in time');
+        }),
+      ]);
+      const renewed = new Set(rows.map((r) => r.id));
       lastRenewedAt = startedAt; // the new lease_until was computed after this instant
       let lost = 0;
       for (const id of ids) {
@@ -48,8 +57,9 @@ export async function runHeartbeat(deps: HeartbeatDeps, signal: AbortSignal): Pr
       const silentMs = performance.now() - lastRenewedAt;
       deps.log.error({ err, silentMs: Math.round(silentMs) }, 'renewing leases failed');
       if (silentMs > fenceAfterMs) {
-        deps.log.error({ held: ids.length }, 'leases may have expired; aborting in-flight requests (self-fence)');
-        deps.scheduler.abortAll(new RelayError('LEASE_LOST', 'lease could not be renewed'));
+        // Drop the queue too: starting a queued job whose lease may be a peer's would duplicate it.
+        const dropped = deps.scheduler.fence(new RelayError('LEASE_LOST', 'lease could not be renewed'));
+        deps.log.error({ held: ids.length, dropped }, 'leases may have expired; dropped queued work, aborted requests');
       }
     }
   }

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
+import { sqlStateOf } from '../db/pg-errors.ts';
 import { writeOutcomes } from './queries.ts';
 import type { Outcome } from './types.ts';
 import { createWake } from '../util/wake.ts';
@@ -25,6 +26,7 @@ export type OutcomeWriterDeps = {
 export function createOutcomeWriter(deps: OutcomeWriterDeps) {
   const maxBatch = deps.maxBatch ?? 1_000;
   let buffer: Outcome[] = [];
+  let singly = 0; // outcomes still to write one at a time after a rejected batch
   const wake = createWake();
   const flushed: (() => void)[] = [];
 
@@ -36,19 +38,31 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
         await wake.wait(signal);
         continue;
       }
-      const batch = buffer.slice(0, maxBatch);
+      // After a failure that is not about the connection, write one outcome at a time: a single outcome the
+      // database rejects must not hold back every other one (its lease expires; a peer redoes it).
+      const batch = buffer.slice(0, singly > 0 ? 1 : maxBatch);
       try {
         const { written, disabled } = await deps.pool.one(
           writeOutcomes(deps.owner, deps.workerId, deps.autoDisableMs, batch),
         );
         buffer = buffer.slice(batch.length);
         backoffMs = 100;
+        if (singly > 0) singly--;
         deps.onWritten(batch.length, written, batch, disabled);
         if (buffer.length === 0) for (const resolve of flushed.splice(0)) resolve();
       } catch (err) {
+        const state = sqlStateOf(err);
+        const dataProblem = state !== undefined && !/^(08|57|53|40)/.test(state); // not connection/shutdown/resources/retry
+        if (dataProblem && batch.length === 1) {
+          deps.log.error({ err, deliveryId: batch[0]!.deliveryId }, 'an outcome the database rejects was dropped');
+          buffer = buffer.slice(1);
+          deps.onWritten(1, 0, [], []);
+          continue;
+        }
+        if (dataProblem) singly = batch.length;
         deps.log.error({ err, outcomes: batch.length }, 'writing delivery outcomes failed; retrying');
         if (signal.aborted && backoffMs > 5_000) return; // database gone at shutdown: leases expire, peers redo
-        await sleep(backoffMs);
+        if (!dataProblem) await sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, 10_000);
       }
     }
@@ -61,6 +75,8 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
       wake.wake();
     },
     pending: () => buffer.length,
+    /** Deliveries answered but not yet recorded: their leases must still be renewed. */
+    pendingIds: (): string[] => buffer.map((o) => o.deliveryId),
     /** Resolves once everything pushed so far has been written. */
     async flushed(): Promise<void> {
       if (buffer.length === 0) return;

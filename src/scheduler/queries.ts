@@ -94,7 +94,9 @@ export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: nu
         last_error = CASE WHEN o.refund THEN d.last_error ELSE o.error END,
         updated_at = now()
     FROM o
-    WHERE d.id = o.id AND d.status = 'delivering' AND d.lease_owner = ${owner}
+    -- The attempt number too: if this relay lost the lease and claimed the row again, an outcome of the
+    -- earlier attempt must not overwrite the new one.
+    WHERE d.id = o.id AND d.status = 'delivering' AND d.lease_owner = ${owner} AND d.attempts = o.attempt
     RETURNING d.id
   ), logged AS (
     INSERT INTO webhooks.delivery_attempts
@@ -151,7 +153,9 @@ export const releaseLeases = (owner: string, ids: readonly string[], started: bo
 )`
   WITH r AS (
     UPDATE webhooks.deliveries
-    SET status = 'pending', lease_owner = NULL, lease_until = NULL, next_attempt_at = now(), updated_at = now(),
+    SET status = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = now(),
+        next_attempt_at = CASE WHEN (SELECT ep.enabled FROM webhooks.endpoints ep WHERE ep.id = endpoint_id)
+                               THEN now() ELSE 'infinity'::timestamptz END,
         attempts = CASE WHEN ${started} THEN attempts ELSE greatest(attempts - 1, 0) END
     WHERE id = ANY (${sql.array(ids, 'int8')}) AND lease_owner = ${owner} AND status = 'delivering'
     RETURNING 1

@@ -49,6 +49,15 @@ export function createScheduler(deps: SchedulerDeps) {
     }
   };
 
+  /** Per-endpoint state of an endpoint with nothing queued or in flight (kept while its rate slot is ahead). */
+  const forgetIdle = (endpointId: string) => {
+    caps.delete(endpointId);
+    if ((nextSlotAt.get(endpointId) ?? 0) <= performance.now()) {
+      nextSlotAt.delete(endpointId);
+      rates.delete(endpointId);
+    }
+  };
+
   /** Takes a rate slot for the endpoint, or parks it until its next slot and returns false. */
   const takeSlot = (endpointId: string): boolean => {
     const rate = rates.get(endpointId);
@@ -96,6 +105,7 @@ export function createScheduler(deps: SchedulerDeps) {
         const active = (activeBy.get(job.endpointId) ?? 1) - 1;
         if (active === 0) activeBy.delete(job.endpointId);
         else activeBy.set(job.endpointId, active);
+        if (active === 0 && !queues.has(job.endpointId)) forgetIdle(job.endpointId);
         makeReady(job.endpointId);
         if (attempt.kind === 'lease-lost') release(1);
         else deps.finished(job, attempt);
@@ -208,6 +218,16 @@ export function createScheduler(deps: SchedulerDeps) {
     async whenIdle(): Promise<void> {
       if (inFlight.size === 0) return;
       await new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
+    /** Self-fencing: forgets every queued job (leases may be a peer's by now) and aborts every request. */
+    fence(reason: Error): number {
+      const dropped = [...queues.values()].flat().length;
+      queues.clear();
+      ready.clear();
+      queued = 0;
+      held -= dropped;
+      for (const { abort } of inFlight.values()) abort.abort(reason);
+      return dropped;
     },
     abortAll(reason: Error): void {
       for (const { abort } of inFlight.values()) abort.abort(reason);

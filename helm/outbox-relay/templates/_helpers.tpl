@@ -130,6 +130,14 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
   value: {{ .Values.config.autoDisableAfter | quote }}
 - name: STATS_INTERVAL
   value: {{ .Values.config.statsInterval | quote }}
+- name: RETENTION_DELIVERED
+  value: {{ .Values.config.retentionDelivered | quote }}
+- name: RETENTION_DEAD
+  value: {{ .Values.config.retentionDead | quote }}
+- name: RETENTION_INTERVAL
+  value: {{ .Values.config.retentionInterval | quote }}
+- name: RETENTION_BATCH
+  value: {{ .Values.config.retentionBatch | int64 | quote }}
 - name: BREAKER_ERROR_THRESHOLD
   value: {{ .Values.config.breakerErrorThreshold | int64 | quote }}
 - name: BREAKER_VOLUME_THRESHOLD

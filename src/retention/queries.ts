@@ -1,0 +1,111 @@
+import { sql, type FragmentSqlToken, type IdentifierSqlToken } from 'slonik';
+import { z } from 'zod';
+
+/**
+ * One retention batch: how many rows the window looked at, the last id it looked at (the next window starts
+ * after it), whether any of them was old enough to qualify (created before the cutoff), and how many it deleted.
+ */
+const Window = z.object({
+  scanned: z.number(),
+  lastId: z.string().nullable(),
+  anyOld: z.boolean(),
+  deleted: z.number(),
+});
+
+/** A whole number written into the SQL text itself, so the planner always sees the value (see DESIGN traps). */
+function literalLimit(n: number) {
+  if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`retention batch: expected an integer >= 1, got ${n}`);
+  return sql.literalValue(String(n));
+}
+
+/** The database clock, never the relay's. */
+const olderThan = (maxAgeMs: number) => sql.fragment`now() - ${maxAgeMs}::bigint * interval '1 millisecond'`;
+
+/**
+ * Deletes the rows of one window of `table`: the next `limit` rows by id after `after`, of which only those
+ * matching `eligible` (on alias `t`) are locked and deleted.
+ *
+ * Why windows by id instead of `WHERE <old> LIMIT n` alone: neither table has an index on the timestamps,
+ * so a filtered LIMIT re-reads every kept row (dead, pending, delivered late) in each batch, and its last,
+ * short batch reads the whole table, young rows included. A window reads `limit` rows through the primary
+ * key and the pass walks the old end of the table once. Ids grow with time (created_at is the inserting
+ * transaction's start, so a row with a lower id is never much younger), hence the caller stops at the
+ * first window holding no row created before `cutoff`: nothing past it can qualify yet. A row the walk
+ * misses (a backdated created_at amid young rows) is reached once its neighbours age.
+ *
+ * Locks: only eligible rows are locked (pending/delivering rows are never locked, so claims and outcome
+ * writes never wait on retention), FOR UPDATE SKIP LOCKED, in one short autocommit statement. A row another
+ * retention replica holds is skipped, not waited for, and it deletes it; rows are deleted once.
+ */
+function deleteWindow(
+  table: IdentifierSqlToken,
+  after: string,
+  limit: number,
+  cutoff: FragmentSqlToken,
+  eligible: FragmentSqlToken,
+) {
+  return sql.type(Window)`
+    WITH scanned AS MATERIALIZED (
+      SELECT id, created_at FROM ${table} WHERE id > ${after}::bigint ORDER BY id LIMIT ${literalLimit(limit)}
+    ), doomed AS (
+      SELECT t.id FROM ${table} t JOIN scanned s ON s.id = t.id
+      WHERE ${eligible}
+      FOR UPDATE OF t SKIP LOCKED
+    ), deleted AS (
+      DELETE FROM ${table} t USING doomed WHERE t.id = doomed.id
+      RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM scanned)::int AS scanned,
+           (SELECT max(id) FROM scanned)::text AS "lastId",
+           coalesce((SELECT bool_or(created_at < ${cutoff}) FROM scanned), false) AS "anyOld",
+           (SELECT count(*) FROM deleted)::int AS deleted`;
+}
+
+/** A retention batch statement, starting after the given id. */
+export type WindowQuery = ReturnType<typeof deleteWindow>;
+
+const deliveries = sql.identifier(['webhooks', 'deliveries']);
+const outbox = sql.identifier(['webhooks', 'outbox']);
+
+/**
+ * Delivered deliveries delivered more than `maxAgeMs` ago; their delivery_attempts rows go with them
+ * (ON DELETE CASCADE). delivered_at >= created_at, so created_at bounds the walk.
+ */
+export const deleteDelivered = (after: string, limit: number, maxAgeMs: number) =>
+  deleteWindow(
+    deliveries,
+    after,
+    limit,
+    olderThan(maxAgeMs),
+    sql.fragment`t.status = 'delivered' AND t.delivered_at < ${olderThan(maxAgeMs)}`,
+  );
+
+/** Dead deliveries last changed more than `maxAgeMs` ago (and their attempts). updated_at >= created_at. */
+export const deleteDead = (after: string, limit: number, maxAgeMs: number) =>
+  deleteWindow(
+    deliveries,
+    after,
+    limit,
+    olderThan(maxAgeMs),
+    sql.fragment`t.status = 'dead' AND t.updated_at < ${olderThan(maxAgeMs)}`,
+  );
+
+/**
+ * Outbox rows older than `maxAgeMs` with no delivery row left at all: every delivery was delivered or dead
+ * and has been cleaned, or the event had no subscriber. A row with any pending, delivering, delivered or dead
+ * delivery stays (the claim path reads the payload from here).
+ *
+ * Caveat: "no delivery rows" cannot tell "fanned out and cleaned" from "not fanned out yet". This is safe only
+ * while the relay is never down (or the slot never behind) for longer than `maxAgeMs`: an older event still
+ * waiting in the slot would lose its payload, and its deliveries would never be claimed. Likewise `repair`
+ * must use a window shorter than `maxAgeMs`, or it fans out again events whose deliveries were cleaned.
+ */
+export const deleteOrphanedOutbox = (after: string, limit: number, maxAgeMs: number) =>
+  deleteWindow(
+    outbox,
+    after,
+    limit,
+    olderThan(maxAgeMs),
+    sql.fragment`t.created_at < ${olderThan(maxAgeMs)}
+      AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.outbox_id = t.id)`,
+  );
