@@ -38,7 +38,9 @@ const ClaimedJob = z.object({
 /**
  * Claims due pending deliveries (compare-and-set on the database clock). `attempts` goes up here, at claim
  * time, so a delivery that crashes every relay that tries it still reaches `dead`. Deliveries of disabled
- * endpoints and of outbox rows this session cannot see yet are left alone.
+ * endpoints are left alone (parked ones are at infinity, outside the index range anyway). No outbox check here:
+ * fan-out inserts a delivery only once its outbox row is visible, and retention never deletes an outbox row
+ * that still has deliveries; checking every due row cost a bitmap scan and sort of the whole due set per claim.
  * The limit is a literal so the statement is always planned for it (a generic plan took 53 ms per claim).
  */
 export const claimDue = (owner: string, leaseMs: number, limit: number) => sql.type(ClaimedJob)`
@@ -46,7 +48,6 @@ export const claimDue = (owner: string, leaseMs: number, limit: number) => sql.t
     SELECT d.id FROM webhooks.deliveries d
     JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id AND ep.enabled
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-      AND EXISTS (SELECT 1 FROM webhooks.outbox o WHERE o.id = d.outbox_id)
     ORDER BY d.next_attempt_at
     LIMIT ${literalInt(limit)}
     FOR UPDATE OF d SKIP LOCKED
@@ -96,7 +97,10 @@ export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: nu
     FROM o
     -- The attempt number too: if this relay lost the lease and claimed the row again, an outcome of the
     -- earlier attempt must not overwrite the new one.
-    WHERE d.id = o.id AND d.status = 'delivering' AND d.lease_owner = ${owner} AND d.attempts = o.attempt
+    -- id = ANY(...) steers the planner to the primary key: through the leases index (a bitmap scan, which never
+    -- marks dead entries) each write walked every dead entry the queue's churn left there (118 ms per batch).
+    WHERE d.id = o.id AND d.id = ANY (${column((o) => o.deliveryId, 'int8')})
+      AND d.status = 'delivering' AND d.lease_owner = ${owner} AND d.attempts = o.attempt
     RETURNING d.id
   ), logged AS (
     INSERT INTO webhooks.delivery_attempts
