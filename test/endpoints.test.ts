@@ -187,3 +187,30 @@ test.for(retryAfterForms)(
     }
   },
 );
+
+test('a due delivery of a disabled endpoint that escaped parking is parked by the next claim, never sent', async ({
+  db,
+  receiver,
+}) => {
+  const off = await addEndpoint(db, receiver.url, { enabled: false });
+  const [outboxId] = await insertEvents(db, [{ type: 'x', payload: '{}', endpointId: off.id }]);
+  const relay = await startTestRelay(db);
+  try {
+    await until(async () => (await statuses(db)).length === 1, { what: 'the parked delivery' });
+    // Simulate a row that raced its endpoint being disabled: pending and due now.
+    await db.pool.query(
+      sql.unsafe`UPDATE webhooks.deliveries SET next_attempt_at = now() WHERE outbox_id = ${outboxId!}`,
+    );
+    await until(
+      async () =>
+        (await db.pool.oneFirst(sql.type(z.object({ parked: z.boolean() }))`
+          SELECT next_attempt_at = 'infinity' AS parked FROM webhooks.deliveries WHERE outbox_id = ${outboxId!}`)) ===
+        true,
+      { what: 'parked again by the claim' },
+    );
+    expect(receiver.requests).toHaveLength(0);
+    expect(await statuses(db)).toEqual(['pending']);
+  } finally {
+    await relay.stop();
+  }
+});

@@ -1,5 +1,6 @@
 // Queries of the operator commands. Every value is a bound parameter; optional filters are composed from
 // sql.fragment pieces, never from strings. Secrets leave the database only masked (`whsec_…abcd`).
+import { dueAfter } from '../scheduler/queries.ts';
 import { sql } from 'slonik';
 import { z } from 'zod';
 
@@ -231,8 +232,8 @@ export const countReplayable = (f: DeliveryFilter) => sql.type(Moved)`
 export const replayBatch = (f: DeliveryFilter, batch: number) => sql.type(Moved)`
   WITH moved AS (
     UPDATE webhooks.deliveries
-    SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_owner = NULL, lease_until = NULL,
-        updated_at = now()
+    SET status = 'pending', attempts = 0, lease_owner = NULL, lease_until = NULL, updated_at = now(),
+        next_attempt_at = ${dueAfter(sql.fragment`endpoint_id`, sql.fragment`interval '0'`)}
     WHERE status = 'dead' AND id IN (
       SELECT d.id FROM webhooks.deliveries d
       WHERE d.status = 'dead' AND ${matching({ ...f, status: undefined })}

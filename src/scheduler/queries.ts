@@ -1,6 +1,14 @@
-import { sql } from 'slonik';
+import { sql, type FragmentSqlToken } from 'slonik';
 import { z } from 'zod';
 import type { Outcome } from './types.ts';
+
+/**
+ * When a pending delivery is next due: after `delay`, or never while its endpoint is disabled (parked; the
+ * endpoints trigger makes it due when the endpoint is enabled). Keeps parked rows outside the claim's range.
+ */
+export const dueAfter = (endpointId: FragmentSqlToken, delay: FragmentSqlToken) => sql.fragment`
+  CASE WHEN (SELECT ep.enabled FROM webhooks.endpoints ep WHERE ep.id = ${endpointId})
+       THEN now() + ${delay} ELSE 'infinity'::timestamptz END`;
 
 const leaseUntil = (leaseMs: number) => sql.fragment`now() + ${leaseMs}::int * interval '1 millisecond'`;
 
@@ -45,18 +53,24 @@ const ClaimedJob = z.object({
  */
 export const claimDue = (owner: string, leaseMs: number, limit: number) => sql.type(ClaimedJob)`
   WITH due AS (
-    SELECT d.id FROM webhooks.deliveries d
-    JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id AND ep.enabled
+    -- The plain queue plan: the partial index in order, lock, stop at the limit. No join here (a join turned it
+    -- into a bitmap scan and sort of the whole due set).
+    SELECT d.id, d.endpoint_id FROM webhooks.deliveries d
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
     ORDER BY d.next_attempt_at
     LIMIT ${literalInt(limit)}
     FOR UPDATE OF d SKIP LOCKED
+  ), parked AS (
+    -- A due row of a disabled endpoint (one that raced its endpoint being disabled) is parked, not claimed.
+    UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', updated_at = now()
+    FROM due JOIN webhooks.endpoints ep ON ep.id = due.endpoint_id AND NOT ep.enabled
+    WHERE d.id = due.id
   )
   UPDATE webhooks.deliveries d
   SET status = 'delivering', attempts = d.attempts + 1, lease_owner = ${owner}, lease_until = ${leaseUntil(leaseMs)},
       updated_at = now()
   FROM due, webhooks.outbox o, webhooks.endpoints ep
-  WHERE d.id = due.id AND o.id = d.outbox_id AND ep.id = d.endpoint_id
+  WHERE d.id = due.id AND o.id = d.outbox_id AND ep.id = d.endpoint_id AND ep.enabled
   RETURNING d.id AS "deliveryId", d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId", d.attempts AS attempt,
             o.event_type AS "eventType", o.payload::text AS payload, o.created_at AS "createdAtMs", ${endpointColumns}`;
 
@@ -88,7 +102,8 @@ export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: nu
     SET status = o.status,
         attempts = d.attempts - CASE WHEN o.refund THEN 1 ELSE 0 END,
         next_attempt_at = CASE WHEN o.status = 'pending'
-                               THEN now() + o.delay_ms * interval '1 millisecond' ELSE d.next_attempt_at END,
+                               THEN ${dueAfter(sql.fragment`d.endpoint_id`, sql.fragment`o.delay_ms * interval '1 millisecond'`)}
+                               ELSE d.next_attempt_at END,
         delivered_at = CASE WHEN o.status = 'delivered' THEN now() END,
         lease_owner = NULL, lease_until = NULL,
         last_status_code = CASE WHEN o.refund THEN d.last_status_code ELSE o.status_code END,
@@ -158,8 +173,7 @@ export const releaseLeases = (owner: string, ids: readonly string[], started: bo
   WITH r AS (
     UPDATE webhooks.deliveries
     SET status = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = now(),
-        next_attempt_at = CASE WHEN (SELECT ep.enabled FROM webhooks.endpoints ep WHERE ep.id = endpoint_id)
-                               THEN now() ELSE 'infinity'::timestamptz END,
+        next_attempt_at = ${dueAfter(sql.fragment`endpoint_id`, sql.fragment`interval '0'`)},
         attempts = CASE WHEN ${started} THEN attempts ELSE greatest(attempts - 1, 0) END
     WHERE id = ANY (${sql.array(ids, 'int8')}) AND lease_owner = ${owner} AND status = 'delivering'
     RETURNING 1

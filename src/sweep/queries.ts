@@ -1,5 +1,6 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
+import { dueAfter } from '../scheduler/queries.ts';
 
 /**
  * Recovers deliveries whose lease expired (a relay crashed or froze mid-request): back to pending, due now, or
@@ -18,7 +19,8 @@ export const reclaimExpired = (maxAttempts: number, limit: number) => sql.type(z
     SET status = CASE WHEN d.attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
         last_error = CASE WHEN d.attempts >= ${maxAttempts}
                           THEN 'lease expired during the last attempt (relay crashed or was frozen)' ELSE d.last_error END,
-        lease_owner = NULL, lease_until = NULL, next_attempt_at = now(), updated_at = now()
+        lease_owner = NULL, lease_until = NULL, updated_at = now(),
+        next_attempt_at = ${dueAfter(sql.fragment`d.endpoint_id`, sql.fragment`interval '0'`)}
     FROM expired WHERE d.id = expired.id
     RETURNING 1
   )
