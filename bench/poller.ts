@@ -3,44 +3,25 @@
 // every endpoint with undici (signed like outbox-relay: Standard Webhooks HMAC with one cached key), mark the
 // batch delivered, commit, and poll again at once when the batch was full, else after POLL_IDLE_MS.
 // A row whose POSTs did not all succeed stays undelivered and is retried by a later poll.
-import { createHmac, createSecretKey } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { Agent, request } from 'undici';
+import { closeSignedPost, signedPost } from './signed-post.ts';
 
 const url = process.env.DATABASE_URL!;
 const endpoints = (process.env.ENDPOINTS ?? '').split(',').filter(Boolean);
-const key = createSecretKey(Buffer.from(process.env.SECRET_B64!, 'base64'));
 const WORKERS = Number(process.env.WORKERS ?? '4');
 const BATCH = Number(process.env.BATCH ?? '500');
 const IN_FLIGHT = Number(process.env.IN_FLIGHT ?? '64'); // per worker
 const POLL_IDLE_MS = Number(process.env.POLL_IDLE_MS ?? '100');
-const agent = new Agent({ keepAliveTimeout: 60_000 });
 const stop = new AbortController();
 
 type Row = { id: string; event_type: string; payload: string; created_at: string };
 
 async function post(endpoint: string, row: Row): Promise<boolean> {
-  const id = `msg_${row.id}`;
-  const ts = Math.floor(Date.now() / 1000);
   const body = `{"type":${JSON.stringify(row.event_type)},"timestamp":${JSON.stringify(row.created_at)},"data":${row.payload}}`;
-  const sig = createHmac('sha256', key).update(`${id}.${ts}.${body}`).digest('base64');
   try {
-    const res = await request(endpoint, {
-      method: 'POST',
-      dispatcher: agent,
-      headers: {
-        'content-type': 'application/json',
-        'webhook-id': id,
-        'webhook-timestamp': String(ts),
-        'webhook-signature': `v1,${sig}`,
-      },
-      body,
-      headersTimeout: 15_000,
-      bodyTimeout: 15_000,
-    });
-    await res.body.dump();
-    return res.statusCode >= 200 && res.statusCode < 300;
+    const status = await signedPost(endpoint, `msg_${row.id}`, body);
+    return status >= 200 && status < 300;
   } catch {
     return false;
   }
@@ -101,5 +82,5 @@ process.on('disconnect', () => stop.abort());
 const workers = Array.from({ length: WORKERS }, () => worker());
 process.send?.({ type: 'ready' });
 await Promise.all(workers);
-await agent.close();
+await closeSignedPost();
 process.exit(0);
