@@ -28,7 +28,6 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
   let buffer: Outcome[] = [];
   let singly = 0; // outcomes still to write one at a time after a rejected batch
   const wake = createWake();
-  const flushed: (() => void)[] = [];
 
   async function run(signal: AbortSignal): Promise<void> {
     let backoffMs = 100;
@@ -49,7 +48,6 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
         backoffMs = 100;
         if (singly > 0) singly--;
         deps.onWritten(batch.length, written, batch, disabled);
-        if (buffer.length === 0) for (const resolve of flushed.splice(0)) resolve();
       } catch (err) {
         const state = sqlStateOf(err);
         const dataProblem = state !== undefined && !/^(08|57|53|40)/.test(state); // not connection/shutdown/resources/retry
@@ -74,13 +72,7 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
       buffer.push(outcome);
       wake.wake();
     },
-    pending: () => buffer.length,
     /** Deliveries answered but not yet recorded: their leases must still be renewed. */
     pendingIds: (): string[] => buffer.map((o) => o.deliveryId),
-    /** Resolves once everything pushed so far has been written. */
-    async flushed(): Promise<void> {
-      if (buffer.length === 0) return;
-      await new Promise<void>((resolve) => flushed.push(resolve));
-    },
   };
 }

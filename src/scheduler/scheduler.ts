@@ -31,7 +31,6 @@ export function createScheduler(deps: SchedulerDeps) {
   const activeBy = new Map<string, number>();
   const inFlight = new Map<string, { job: Job; abort: AbortController }>();
   let held = 0; // reserved + queued + in flight + awaiting outcome write
-  let queued = 0;
   let accepting = true;
   const claimWake = createWake();
   let backlog = false; // the table may hold claimable rows we had no room for
@@ -86,7 +85,6 @@ export function createScheduler(deps: SchedulerDeps) {
       const queue = queues.get(endpointId);
       if (queue === undefined || queue.length === 0 || !takeSlot(endpointId)) continue;
       const job = queue.shift()!;
-      queued--;
       if (queue.length === 0) queues.delete(endpointId);
       activeBy.set(endpointId, (activeBy.get(endpointId) ?? 0) + 1);
       makeReady(endpointId);
@@ -118,7 +116,6 @@ export function createScheduler(deps: SchedulerDeps) {
     let queue = queues.get(job.endpointId);
     if (queue === undefined) queues.set(job.endpointId, (queue = []));
     queue.push(job);
-    queued++;
     caps.set(job.endpointId, job.maxInFlight ?? deps.perEndpointConcurrency);
     if (job.ratePerSecond === null) rates.delete(job.endpointId);
     else rates.set(job.endpointId, job.ratePerSecond);
@@ -139,9 +136,7 @@ export function createScheduler(deps: SchedulerDeps) {
   };
 
   return {
-    room,
     held: () => held,
-    queued: () => queued,
     inFlight: () => inFlight.size,
     /** Reserves up to `max` places before a claim, so concurrent claimers never overfill. */
     reserve(max: number): number {
@@ -181,8 +176,7 @@ export function createScheduler(deps: SchedulerDeps) {
         const index = queue.findIndex((j) => j.deliveryId === deliveryId);
         if (index < 0) continue;
         queue.splice(index, 1);
-        queued--;
-        if (queue.length === 0) {
+          if (queue.length === 0) {
           queues.delete(endpointId);
           ready.delete(endpointId);
         }
@@ -196,7 +190,6 @@ export function createScheduler(deps: SchedulerDeps) {
       const dropped = queues.get(endpointId) ?? [];
       queues.delete(endpointId);
       ready.delete(endpointId);
-      queued -= dropped.length;
       held -= dropped.length;
       return dropped;
     },
@@ -211,7 +204,6 @@ export function createScheduler(deps: SchedulerDeps) {
       ready.clear();
       for (const timer of throttled.values()) clearTimeout(timer);
       throttled.clear();
-      queued = 0;
       held -= unstarted.length;
       return unstarted;
     },
@@ -224,7 +216,6 @@ export function createScheduler(deps: SchedulerDeps) {
       const dropped = [...queues.values()].flat().length;
       queues.clear();
       ready.clear();
-      queued = 0;
       held -= dropped;
       for (const { abort } of inFlight.values()) abort.abort(reason);
       return dropped;
