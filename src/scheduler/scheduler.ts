@@ -176,7 +176,7 @@ export function createScheduler(deps: SchedulerDeps) {
         const index = queue.findIndex((j) => j.deliveryId === deliveryId);
         if (index < 0) continue;
         queue.splice(index, 1);
-          if (queue.length === 0) {
+        if (queue.length === 0) {
           queues.delete(endpointId);
           ready.delete(endpointId);
         }
