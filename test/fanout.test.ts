@@ -1,6 +1,10 @@
 import { sql } from 'slonik';
 import { expect } from 'vitest';
 import { z } from 'zod';
+import { createFanOut } from '../src/fanout/fanout.ts';
+import { createLogger } from '../src/log.ts';
+import { createScheduler } from '../src/scheduler/scheduler.ts';
+import type { Attempt } from '../src/scheduler/types.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
 import { envelopeOf, startReceiver } from './support/receiver.ts';
@@ -76,6 +80,54 @@ test('a targeted row for a disabled endpoint waits as pending instead of being d
   } finally {
     await relay.stop();
   }
+});
+
+// Fan-out against the real scheduler and database, without a stream: `attempt` decides whether places free up.
+async function fanOutThroughScheduler(db: TestDb, events: number, attempt: () => Promise<Attempt>) {
+  const ids = await insertEvents(
+    db,
+    Array.from({ length: events }, (_, n) => ({ type: 'burst', payload: `{"n": ${n}}` })),
+  );
+  const log = createLogger('silent');
+  const scheduler = createScheduler({
+    capacity: 10,
+    concurrency: 2,
+    perEndpointConcurrency: 2,
+    log,
+    attempt,
+    finished: () => scheduler.written(1), // outcome "written" at once: its place frees
+  });
+  const fanOut = createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, log, scheduler });
+  await fanOut(ids.map((id) => ({ id, eventType: 'burst', endpointId: null, payload: '{}', createdAtMs: Date.now() })));
+  return db.pool.any(sql.type(z.object({ status: z.string(), owner: z.string().nullable(), n: z.number() }))`
+    SELECT status, lease_owner AS owner, count(*)::int AS n FROM webhooks.deliveries GROUP BY 1, 2 ORDER BY 1`);
+}
+
+test('a batch bigger than the scheduler room goes in chunks as places free up, every row inserted claimed', async ({
+  db,
+  receiver,
+}) => {
+  await addEndpoint(db, receiver.url);
+  const sent: Attempt = { kind: 'delivered', status: 204, durationMs: 1 };
+  // 50 events through 10 places: nothing pending means no second write (a claim) for any of them.
+  expect(await fanOutThroughScheduler(db, 50, () => Promise.resolve(sent))).toEqual([
+    { status: 'delivering', owner: 'fanout-test', n: 50 },
+  ]);
+});
+
+test('when no place frees up, fan-out stops waiting and leaves the overflow pending, none lost', async ({
+  db,
+  receiver,
+}) => {
+  await addEndpoint(db, receiver.url);
+  const started = performance.now();
+  // Every attempt hangs: the 10 places never free up.
+  const rows = await fanOutThroughScheduler(db, 50, () => new Promise<Attempt>(() => {}));
+  expect(rows).toEqual([
+    { status: 'delivering', owner: 'fanout-test', n: 10 },
+    { status: 'pending', owner: null, n: 40 },
+  ]);
+  expect(performance.now() - started).toBeLessThan(10_000); // one bounded wait, not one per event
 });
 
 const delivered = (db: TestDb) =>

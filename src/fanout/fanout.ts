@@ -14,6 +14,9 @@ export type FanOutDeps = {
   scheduler: {
     /** Reserves up to `max` places; the caller hands back what it did not fill. */
     reserve(max: number): number;
+    room(): number;
+    /** Resolves when `places` are free, after `timeoutMs`, or at once once the scheduler stops accepting. */
+    waitForRoom(places: number, timeoutMs: number): Promise<void>;
     accept(jobs: Job[], reserved: number): void;
     /** Rows were left pending: let the claim loop look now rather than at its next tick. */
     wakeClaimer(): void;
@@ -29,25 +32,52 @@ export type FanOutDeps = {
 const VISIBILITY_WAIT_MS = 2_000;
 
 /**
- * Returns the stream's fan-out step: one statement per batch, committed before it resolves (so the stream may
- * then acknowledge), handing what it claimed straight to the scheduler with the payload from the WAL.
+ * Longest wait for scheduler room before a batch is fanned out anyway, its overflow inserted pending. While the
+ * scheduler is draining, waiting a little lets every delivery be inserted already claimed: written once, not
+ * inserted pending and then written again by a claim (a third of Postgres's work per delivery in a burst).
+ * Bounded, so a scheduler that is not draining (a hung endpoint holding every place) delays fan-out by at most
+ * this much per batch, and the WAL is the queue meanwhile.
+ */
+const ROOM_WAIT_MS = 250;
+
+/**
+ * Returns the stream's fan-out step: one statement per chunk of the batch, each committed before it resolves
+ * (so the stream may then acknowledge), handing what it claimed straight to the scheduler with the payload from
+ * the WAL. When the scheduler is short of room the batch goes in chunks that fit the room as it frees up.
  */
 export function createFanOut(deps: FanOutDeps): (events: OutboxEvent[]) => Promise<void> {
+  let perEvent = 1; // deliveries per event lately (a moving average): the room a chunk of events needs
   return async (events) => {
-    const started = performance.now();
-    for (let waitMs = 1; ; waitMs = Math.min(waitMs * 2, 100)) {
-      const patient = performance.now() - started < VISIBILITY_WAIT_MS;
-      const { visible, inserted } = await runBatch(deps, events, patient);
-      if (visible === events.length || !patient) {
-        if (visible !== events.length) {
-          deps.log.warn({ events: events.length, visible, inserted }, 'fanned out rows this session cannot see');
-        }
-        deps.onFannedOut?.(events.length, inserted);
-        return;
-      }
-      await sleep(waitMs);
+    for (let start = 0; start < events.length;) {
+      const rest = events.length - start;
+      const needed = Math.ceil(rest * perEvent);
+      await deps.scheduler.waitForRoom(needed, ROOM_WAIT_MS);
+      const room = deps.scheduler.room();
+      // Not enough room even for one event: fan the rest out at once, pending (the claim loop takes them later).
+      const take = room >= needed || room < perEvent ? rest : Math.max(1, Math.floor(room / perEvent));
+      const chunk = take === events.length ? events : events.slice(start, start + take);
+      const inserted = await fanOutVisible(deps, chunk);
+      perEvent = (perEvent + inserted / chunk.length) / 2;
+      start += take;
     }
   };
+}
+
+/** Fans `events` out once they are all visible to this session (or after VISIBILITY_WAIT_MS); returns rows inserted. */
+async function fanOutVisible(deps: FanOutDeps, events: OutboxEvent[]): Promise<number> {
+  const started = performance.now();
+  for (let waitMs = 1; ; waitMs = Math.min(waitMs * 2, 100)) {
+    const patient = performance.now() - started < VISIBILITY_WAIT_MS;
+    const { visible, inserted } = await runBatch(deps, events, patient);
+    if (visible === events.length || !patient) {
+      if (visible !== events.length) {
+        deps.log.warn({ events: events.length, visible, inserted }, 'fanned out rows this session cannot see');
+      }
+      deps.onFannedOut?.(events.length, inserted);
+      return inserted;
+    }
+    await sleep(waitMs);
+  }
 }
 
 async function runBatch(

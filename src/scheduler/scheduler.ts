@@ -35,6 +35,7 @@ export function createScheduler(deps: SchedulerDeps) {
   const claimWake = createWake();
   let backlog = false; // the table may hold claimable rows we had no room for
   let idleWaiters: (() => void)[] = [];
+  let roomWaiters: { places: number; resolve: () => void }[] = [];
 
   const caps = new Map<string, number>(); // endpointId → its cap, from the newest job (endpoint rows can change)
   const rates = new Map<string, number>(); // endpointId → requests per second, where limited
@@ -125,9 +126,21 @@ export function createScheduler(deps: SchedulerDeps) {
   const release = (count: number) => {
     held -= count;
     if (backlog && room() >= Math.max(1, Math.floor(deps.capacity / 4))) claimWake.wake();
+    wakeRoomWaiters();
   };
 
   const room = () => (accepting ? Math.max(0, deps.capacity - held) : 0);
+
+  /** Wakes the fan-out waiting for room once there is enough, or at once when no longer accepting. */
+  const wakeRoomWaiters = () => {
+    if (roomWaiters.length === 0) return;
+    const free = room();
+    roomWaiters = roomWaiters.filter((w) => {
+      if (accepting && free < w.places) return true;
+      w.resolve();
+      return false;
+    });
+  };
 
   const notifyIdle = () => {
     const waiters = idleWaiters;
@@ -137,6 +150,30 @@ export function createScheduler(deps: SchedulerDeps) {
 
   return {
     held: () => held,
+    room,
+    /**
+     * Resolves once `places` are free (at most half the capacity is ever waited for), after `timeoutMs`, or at
+     * once when the scheduler stops accepting. Lets fan-out insert rows already claimed instead of pending
+     * rows that a claim has to write a second time.
+     */
+    waitForRoom(places: number, timeoutMs: number): Promise<void> {
+      const wanted = Math.min(places, Math.ceil(deps.capacity / 2));
+      if (!accepting || room() >= wanted) return Promise.resolve();
+      return new Promise((resolve) => {
+        const waiter = {
+          places: wanted,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        };
+        const timer = setTimeout(() => {
+          roomWaiters = roomWaiters.filter((w) => w !== waiter);
+          resolve();
+        }, timeoutMs);
+        roomWaiters.push(waiter);
+      });
+    },
     inFlight: () => inFlight.size,
     /** Reserves up to `max` places before a claim, so concurrent claimers never overfill. */
     reserve(max: number): number {
@@ -150,6 +187,7 @@ export function createScheduler(deps: SchedulerDeps) {
       held -= reserved - jobs.length;
       for (const job of jobs) enqueue(job);
       pump();
+      wakeRoomWaiters();
     },
     /** Places freed once outcomes are durably written. */
     written: release,
@@ -191,6 +229,7 @@ export function createScheduler(deps: SchedulerDeps) {
       queues.delete(endpointId);
       ready.delete(endpointId);
       held -= dropped.length;
+      wakeRoomWaiters();
       return dropped;
     },
     /**
@@ -205,6 +244,7 @@ export function createScheduler(deps: SchedulerDeps) {
       for (const timer of throttled.values()) clearTimeout(timer);
       throttled.clear();
       held -= unstarted.length;
+      wakeRoomWaiters();
       return unstarted;
     },
     async whenIdle(): Promise<void> {
@@ -217,6 +257,7 @@ export function createScheduler(deps: SchedulerDeps) {
       queues.clear();
       ready.clear();
       held -= dropped;
+      wakeRoomWaiters();
       for (const { abort } of inFlight.values()) abort.abort(reason);
       return dropped;
     },
