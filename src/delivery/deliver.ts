@@ -14,6 +14,8 @@ export type DeliverDeps = {
   userAgent: string;
 };
 
+const MAX_CACHED_URLS = 10_000;
+
 /** The Standard Webhooks envelope. `data` is the stored jsonb text, never re-serialised (bigints stay exact). */
 export function envelope(eventType: string, createdAtMs: number, payload: string): string {
   return `{"type":${JSON.stringify(eventType)},"timestamp":${JSON.stringify(new Date(createdAtMs).toISOString())},"data":${payload}}`;
@@ -21,10 +23,23 @@ export function envelope(eventType: string, createdAtMs: number, payload: string
 
 /** Sends one signed attempt and reports what happened; never throws for a receiver's failure. */
 export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal) => Promise<Attempt> {
+  // Verdicts per URL string: the policy is fixed for the process, and parsing every attempt's URL cost more CPU
+  // than signing it. Bounded like the signer's key cache (oldest first).
+  const verdicts = new Map<string, ReturnType<typeof checkUrl>>();
+  const check = (url: string) => {
+    let verdict = verdicts.get(url);
+    if (verdict === undefined) {
+      verdict = checkUrl(url, deps.ssrf);
+      if (verdicts.size >= MAX_CACHED_URLS) verdicts.delete(verdicts.keys().next().value!);
+      verdicts.set(url, verdict);
+    }
+    return verdict;
+  };
+
   return async (job, signal) => {
-    // Checked on every attempt: endpoints are plain rows, so a URL can change between attempts. The connector
-    // checks every resolved address again at connect time.
-    const url = checkUrl(job.url, deps.ssrf);
+    // Checked on every attempt: endpoints are plain rows, so a URL can change between attempts (a changed URL is
+    // a new cache key). The connector checks every resolved address again at connect time.
+    const url = check(job.url);
     if (!url.ok) return { kind: 'failed', error: url.reason, permanent: true, durationMs: 0 };
     const body = envelope(job.eventType, job.createdAtMs, job.payload);
     const msgId = `msg_${job.outboxId}`;
