@@ -23,6 +23,10 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin relay
 
 ENV NODE_ENV=production
+# V8 sizes its young generation from the memory it sees (up to 134 MB of new space on a large host). 8 MB
+# semi-spaces cut the relay's peak RSS by about 100 MB in npm run bench with no measurable CPU cost;
+# override NODE_OPTIONS to tune (README, Performance).
+ENV NODE_OPTIONS=--max-semi-space-size=8
 WORKDIR /app
 # Files stay owned by root and read-only to the relay user; nothing is written at runtime (logs go to
 # stdout), so the container runs with a read-only root filesystem.
