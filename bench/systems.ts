@@ -21,6 +21,8 @@ export const RELAY_ENV: Record<string, string> = {
   CLAIM_BATCH: '1000',
   FANOUT_BATCH: '2000',
   SHUTDOWN_GRACE: '2s',
+  // One relay, no standby to share the overflow with: let fan-out wait for room so bursts go in claimed.
+  FANOUT_ROOM_WAIT: '250ms',
   // As the Docker image ships it: a bounded young generation (V8 sizes it from the host's memory otherwise).
   NODE_OPTIONS: '--max-semi-space-size=8',
 };

@@ -107,6 +107,7 @@ const EnvSchema = z.object({
   CLAIM_BATCH: integer(1, 10_000).default(500),
   CLAIM_INTERVAL: duration(10, 60_000).default(1_000),
   FANOUT_BATCH: integer(1, 50_000).default(2_000),
+  FANOUT_ROOM_WAIT: duration(0, 10_000).default(0),
   LEASE: duration(1_000, 3_600_000).default(60_000),
   HEARTBEAT_INTERVAL: duration(100, 600_000).default(10_000),
   SWEEP_INTERVAL: duration(100, 3_600_000).default(10_000),
@@ -151,6 +152,8 @@ export type Config = Readonly<{
   claimBatch: number;
   claimIntervalMs: number;
   fanoutBatch: number;
+  /** 0: overflow beyond the scheduler's room is inserted pending at once, for any replica to claim. */
+  fanoutRoomWaitMs: number;
   leaseMs: number;
   heartbeatIntervalMs: number;
   sweepIntervalMs: number;
@@ -212,6 +215,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     claimBatch: e.CLAIM_BATCH,
     claimIntervalMs: e.CLAIM_INTERVAL,
     fanoutBatch: e.FANOUT_BATCH,
+    fanoutRoomWaitMs: e.FANOUT_ROOM_WAIT,
     leaseMs: e.LEASE,
     heartbeatIntervalMs: e.HEARTBEAT_INTERVAL,
     sweepIntervalMs: e.SWEEP_INTERVAL,

@@ -178,6 +178,7 @@ export async function startRelay(config: Config, log: Logger): Promise<Relay> {
           pool,
           owner,
           leaseMs: config.leaseMs,
+          roomWaitMs: config.fanoutRoomWaitMs,
           log,
           scheduler,
           onFannedOut: (events, deliveries) => {

@@ -83,7 +83,7 @@ test('a targeted row for a disabled endpoint waits as pending instead of being d
 });
 
 // Fan-out against the real scheduler and database, without a stream: `attempt` decides whether places free up.
-async function fanOutThroughScheduler(db: TestDb, events: number, attempt: () => Promise<Attempt>) {
+async function fanOutThroughScheduler(db: TestDb, events: number, roomWaitMs: number, attempt: () => Promise<Attempt>) {
   const ids = await insertEvents(
     db,
     Array.from({ length: events }, (_, n) => ({ type: 'burst', payload: `{"n": ${n}}` })),
@@ -97,32 +97,44 @@ async function fanOutThroughScheduler(db: TestDb, events: number, attempt: () =>
     attempt,
     finished: () => scheduler.written(1), // outcome "written" at once: its place frees
   });
-  const fanOut = createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, log, scheduler });
+  const fanOut = createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, roomWaitMs, log, scheduler });
   await fanOut(ids.map((id) => ({ id, eventType: 'burst', endpointId: null, payload: '{}', createdAtMs: Date.now() })));
   return db.pool.any(sql.type(z.object({ status: z.string(), owner: z.string().nullable(), n: z.number() }))`
     SELECT status, lease_owner AS owner, count(*)::int AS n FROM webhooks.deliveries GROUP BY 1, 2 ORDER BY 1`);
 }
 
-test('a batch bigger than the scheduler room goes in chunks as places free up, every row inserted claimed', async ({
+const sent: Attempt = { kind: 'delivered', status: 204, durationMs: 1 };
+
+test('FANOUT_ROOM_WAIT: a batch bigger than the room goes in chunks as places free up, every row claimed', async ({
   db,
   receiver,
 }) => {
   await addEndpoint(db, receiver.url);
-  const sent: Attempt = { kind: 'delivered', status: 204, durationMs: 1 };
   // 50 events through 10 places: nothing pending means no second write (a claim) for any of them.
-  expect(await fanOutThroughScheduler(db, 50, () => Promise.resolve(sent))).toEqual([
+  expect(await fanOutThroughScheduler(db, 50, 250, () => Promise.resolve(sent))).toEqual([
     { status: 'delivering', owner: 'fanout-test', n: 50 },
   ]);
 });
 
-test('when no place frees up, fan-out stops waiting and leaves the overflow pending, none lost', async ({
+test('by default the overflow beyond the room is inserted pending at once, for any replica to claim', async ({
+  db,
+  receiver,
+}) => {
+  await addEndpoint(db, receiver.url);
+  expect(await fanOutThroughScheduler(db, 50, 0, () => Promise.resolve(sent))).toEqual([
+    { status: 'delivering', owner: 'fanout-test', n: 10 },
+    { status: 'pending', owner: null, n: 40 },
+  ]);
+});
+
+test('FANOUT_ROOM_WAIT: when no place frees up, fan-out stops waiting and leaves the overflow pending', async ({
   db,
   receiver,
 }) => {
   await addEndpoint(db, receiver.url);
   const started = performance.now();
   // Every attempt hangs: the 10 places never free up.
-  const rows = await fanOutThroughScheduler(db, 50, () => new Promise<Attempt>(() => {}));
+  const rows = await fanOutThroughScheduler(db, 50, 250, () => new Promise<Attempt>(() => {}));
   expect(rows).toEqual([
     { status: 'delivering', owner: 'fanout-test', n: 10 },
     { status: 'pending', owner: null, n: 40 },

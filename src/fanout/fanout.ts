@@ -10,6 +10,8 @@ export type FanOutDeps = {
   /** This process's lease-owner incarnation id. */
   owner: string;
   leaseMs: number;
+  /** FANOUT_ROOM_WAIT: how long a batch may wait for scheduler room (0 = never; the overflow goes pending). */
+  roomWaitMs: number;
   log: Logger;
   scheduler: {
     /** Reserves up to `max` places; the caller hands back what it did not fill. */
@@ -32,26 +34,29 @@ export type FanOutDeps = {
 const VISIBILITY_WAIT_MS = 2_000;
 
 /**
- * Longest wait for scheduler room before a batch is fanned out anyway, its overflow inserted pending. While the
- * scheduler is draining, waiting a little lets every delivery be inserted already claimed: written once, not
- * inserted pending and then written again by a claim (a third of Postgres's work per delivery in a burst).
- * Bounded, so a scheduler that is not draining (a hung endpoint holding every place) delays fan-out by at most
- * this much per batch, and the WAL is the queue meanwhile.
- */
-const ROOM_WAIT_MS = 250;
-
-/**
  * Returns the stream's fan-out step: one statement per chunk of the batch, each committed before it resolves
  * (so the stream may then acknowledge), handing what it claimed straight to the scheduler with the payload from
- * the WAL. When the scheduler is short of room the batch goes in chunks that fit the room as it frees up.
+ * the WAL.
+ *
+ * What does not fit the scheduler's room is inserted pending, and a claim (this relay's or a standby's) writes
+ * it a second time. With `roomWaitMs` > 0 (FANOUT_ROOM_WAIT) fan-out first waits up to that long for room and
+ * sends the batch in chunks that fit as it frees up, so a burst goes in already claimed, written once: a third
+ * less Postgres work per delivery, measured. The cost: standby replicas get nothing to claim unless this relay
+ * stalls for that long, so it suits a single relay; with replicas that should share the work, leave it 0.
+ * Bounded, so a scheduler that is not draining (a hung endpoint holding every place) delays each batch by at
+ * most `roomWaitMs`; the WAL is the queue meanwhile.
  */
 export function createFanOut(deps: FanOutDeps): (events: OutboxEvent[]) => Promise<void> {
   let perEvent = 1; // deliveries per event lately (a moving average): the room a chunk of events needs
   return async (events) => {
+    if (deps.roomWaitMs === 0) {
+      await fanOutVisible(deps, events);
+      return;
+    }
     for (let start = 0; start < events.length;) {
       const rest = events.length - start;
       const needed = Math.ceil(rest * perEvent);
-      await deps.scheduler.waitForRoom(needed, ROOM_WAIT_MS);
+      await deps.scheduler.waitForRoom(needed, deps.roomWaitMs);
       const room = deps.scheduler.room();
       // Not enough room even for one event: fan the rest out at once, pending (the claim loop takes them later).
       const take = room >= needed || room < perEvent ? rest : Math.max(1, Math.floor(room / perEvent));

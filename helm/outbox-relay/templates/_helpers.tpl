@@ -100,6 +100,8 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
   value: {{ .Values.config.claimInterval | quote }}
 - name: FANOUT_BATCH
   value: {{ .Values.config.fanoutBatch | int64 | quote }}
+- name: FANOUT_ROOM_WAIT
+  value: {{ .Values.config.fanoutRoomWait | quote }}
 - name: LEASE
   value: {{ .Values.config.lease | quote }}
 - name: HEARTBEAT_INTERVAL
