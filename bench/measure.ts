@@ -1,7 +1,7 @@
 // One measured run (bench/run.ts drives the scenarios): the shared helpers for talking to the helper processes,
 // reading /proc, and turning receipts plus the load generator's commit times into figures.
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import type pg from 'pg';
 import type { System } from './systems.ts';
 
@@ -52,6 +52,42 @@ export function procStatus(pid: number | undefined): { hwmKb: number; rssKb: num
   }
 }
 
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on Linux). */
+const CLK_TCK = 100;
+
+/** CPU seconds (user + system, all threads) a process has used so far; 0 once it is gone. */
+export function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime: fields 14 and 15
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds of every Postgres process (postmaster, backends, WAL sender, writers), by pid. */
+function postgresCpu(): Map<number, number> {
+  const byPid = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'postgres') continue;
+    } catch {
+      continue; // exited meanwhile
+    }
+    byPid.set(Number(entry), cpuSeconds(Number(entry)));
+  }
+  return byPid;
+}
+
+/** Postgres CPU seconds used since `before` (processes started since count whole; ones that exited are missed). */
+function postgresCpuSince(before: Map<number, number>): number {
+  let used = 0;
+  for (const [pid, seconds] of postgresCpu()) used += seconds - (before.get(pid) ?? 0);
+  return used;
+}
+
 // ---- one measured run -------------------------------------------------------------------------------------------
 export type Load =
   { kind: 'paced'; rate: number; durationMs: number } | { kind: 'burst'; n: number } | { kind: 'backlog'; n: number };
@@ -82,6 +118,11 @@ export type Measured = {
   loadMaxLateMs: number | undefined;
   peakRssMb: number;
   slowReceived?: number;
+  /**
+   * CPU per delivery received, from the system being up to the end of the drain wait: the system's own process,
+   * and every Postgres process (which includes the load generator's inserts: the application's share).
+   */
+  cpuUsPerDelivery?: { system: number; postgres: number };
   /** Why the wait for deliveries ended: everything arrived, the deadline passed, or nothing arrived for a while. */
   stoppedBy?: 'drained' | 'deadline' | 'stall';
   /** Deliveries the system recorded as done (delivered / processed) whose seq never reached that receiver. */
@@ -137,6 +178,8 @@ export async function measure(
   const pid = running.child.pid;
   let peakRssKb = 0;
   const sampler = setInterval(() => (peakRssKb = Math.max(peakRssKb, procStatus(pid).rssKb)), 200);
+  // CPU from here (the system is up; its start-up is not counted) to the end of the drain wait.
+  const cpuBefore = { system: cpuSeconds(pid), postgres: postgresCpu() };
   try {
     await sleep(SETTLE_MS);
     const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
@@ -183,11 +226,15 @@ export async function measure(
     }
     peakRssKb = Math.max(peakRssKb, procStatus(pid).hwmKb);
     clearInterval(sampler);
+    const cpu = { system: cpuSeconds(pid) - cpuBefore.system, postgres: postgresCpuSince(cpuBefore.postgres) };
     await running.stop(); // nothing is sent after this: receipts and the system's own records are final
     await sleep(200); // let the last answers' bookkeeping land in the receiver
     const { ports } = await ask<{ ports: PortStats[] }>(receiver, { cmd: 'collect' }, 'collect');
     const done = (await monitor.query<{ seq: number; url: string | null }>(sys.doneSql)).rows;
     const m = summarise(sys.name, load, loadResult, ports, healthy, slow, peakRssKb);
+    if (m.received > 0) {
+      m.cpuUsPerDelivery = { system: (cpu.system / m.received) * 1e6, postgres: (cpu.postgres / m.received) * 1e6 };
+    }
     // Lost for sure: the system recorded the delivery as done, yet its receiver never saw that seq.
     let lostDone = 0;
     for (const { seq, url: u } of done) {

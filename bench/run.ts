@@ -29,6 +29,7 @@ const HELP = `usage: npm run bench -- [flags]
   --backlog-deadline S    backlog: longest wait for the drain (default 300; quick: --deadline)
   --relay-cpu-prof        run outbox-relay with --cpu-prof (profiles in bench/results/profiles/)
   --relay-env K=V,...     override outbox-relay environment settings (recorded in the results)
+  --pg-stats              load pg_stat_statements (planning tracked too) and print each run's top statements
   --deadline S            longest wait for a run to drain after its load (default 120; quick 4)`;
 
 const { values: f } = parseArgs({
@@ -49,6 +50,7 @@ const { values: f } = parseArgs({
     'relay-env': { type: 'string' },
     'backlog-deadline': { type: 'string' },
     'relay-cpu-prof': { type: 'boolean', default: false },
+    'pg-stats': { type: 'boolean', default: false },
   },
 });
 if (f.help) {
@@ -74,6 +76,7 @@ const opts = {
   deadlineS: num(f.deadline, 120, 4),
   backlogDeadlineS: num(f['backlog-deadline'], 300, num(f.deadline, 120, 5)),
   relayCpuProf: f['relay-cpu-prof'],
+  pgStats: f['pg-stats'],
 };
 for (const kv of (f['relay-env'] ?? '').split(',').filter(Boolean)) {
   const [k, ...v] = kv.split('=');
@@ -137,6 +140,20 @@ function forkReady<T>(file: string, args: string[]): Promise<{ child: ChildProce
   });
 }
 
+/** The statements that took Postgres the most time (execution + planning) since the last reset. */
+async function logPgStats(db: pg.Client, system: string): Promise<void> {
+  const { rows } = await db.query<Record<string, string>>(`
+    SELECT calls, rows, round(total_exec_time)::int AS exec_ms, round(total_plan_time)::int AS plan_ms,
+           round((total_exec_time + total_plan_time)::numeric / calls, 3) AS ms_per_call, wal_records,
+           left(regexp_replace(query, '\\s+', ' ', 'g'), 80) AS query
+    FROM pg_stat_statements WHERE calls > 0
+    ORDER BY total_exec_time + total_plan_time DESC LIMIT 8`);
+  log(`  ${system}: top statements (calls, rows, exec ms, plan ms, ms/call, WAL records, query)`);
+  for (const r of rows) {
+    log(`    ${r.calls} ${r.rows} ${r.exec_ms} ${r.plan_ms} ${r.ms_per_call} ${r.wal_records} ${r.query}`);
+  }
+}
+
 // ---- scenarios ----------------------------------------------------------------------------------------------------
 function log(line: string) {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
@@ -171,7 +188,14 @@ async function scenario(name: string, systems: System[], fn: (s: System) => Prom
 async function main(): Promise<void> {
   const t0 = Date.now();
   log('starting embedded Postgres (wal_level=logical, default durability)');
-  postgres = await startEmbeddedPostgres({ settings: { max_wal_size: '4GB' } });
+  const pgStatsSettings = {
+    shared_preload_libraries: 'pg_stat_statements',
+    'pg_stat_statements.track': 'all', // statements inside functions and triggers too (the foreign-key checks)
+    'pg_stat_statements.track_planning': 'on',
+  };
+  postgres = await startEmbeddedPostgres({
+    settings: { max_wal_size: '4GB', ...(opts.pgStats ? pgStatsSettings : {}) },
+  });
   const url = postgres.url;
   monitor = new pg.Client({ connectionString: url, application_name: 'bench' });
   monitor.on('error', (err) => log(`monitor connection: ${err.message}`));
@@ -197,8 +221,14 @@ async function main(): Promise<void> {
     deadlineS: opts.deadlineS,
     backlogDeadlineS: opts.backlogDeadlineS,
   };
-  const measure = (s: System, load: Load, endpoints: number, slow?: number[]) =>
-    measureWith(bench, s, load, endpoints, slow);
+  const db = monitor;
+  if (opts.pgStats) await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+  const measure = async (s: System, load: Load, endpoints: number, slow?: number[]) => {
+    if (opts.pgStats) await db.query('SELECT pg_stat_statements_reset()');
+    const measured = await measureWith(bench, s, load, endpoints, slow);
+    if (opts.pgStats) await logPgStats(db, s.name);
+    return measured;
+  };
 
   const all: System[] = [
     relay(monitor, opts.relayCpuProf ? fileURLToPath(new URL('./results/profiles/', import.meta.url)) : undefined),
