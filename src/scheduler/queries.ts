@@ -112,10 +112,12 @@ export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: nu
     FROM o
     -- The attempt number too: if this relay lost the lease and claimed the row again, an outcome of the
     -- earlier attempt must not overwrite the new one.
-    -- id = ANY(...) steers the planner to the primary key: through the leases index (a bitmap scan, which never
-    -- marks dead entries) each write walked every dead entry the queue's churn left there (118 ms per batch).
-    WHERE d.id = o.id AND d.id = ANY (${column((o) => o.deliveryId, 'int8')})
-      AND d.status = 'delivering' AND d.lease_owner = ${owner} AND d.attempts = o.attempt
+    -- Only d.id = o.id may lead the plan: one primary-key probe per outcome. A lease_owner is set exactly while
+    -- a row is 'delivering' (every transition sets or clears both), so status is not tested: a status
+    -- test let the planner use the leases index, either walking every dead entry the queue's churn left
+    -- there (118 ms per batch) or, ANDed with a primary-key bitmap, looping over the outcomes once per row
+    -- (45 ms for 300 outcomes against a fresh 200k-row backlog).
+    WHERE d.id = o.id AND d.lease_owner = ${owner} AND d.attempts = o.attempt
     RETURNING d.id
   ), logged AS (
     INSERT INTO webhooks.delivery_attempts
