@@ -25,11 +25,12 @@ export function envelope(eventType: string, createdAtMs: number, payload: string
 export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal) => Promise<Attempt> {
   // Verdicts per URL string: the policy is fixed for the process, and parsing every attempt's URL cost more CPU
   // than signing it. Bounded like the signer's key cache (oldest first).
-  const verdicts = new Map<string, ReturnType<typeof checkUrl>>();
+  const verdicts = new Map<string, { ok: true } | { ok: false; reason: string }>();
   const check = (url: string) => {
     let verdict = verdicts.get(url);
     if (verdict === undefined) {
-      verdict = checkUrl(url, deps.ssrf);
+      const checked = checkUrl(url, deps.ssrf);
+      verdict = checked.ok ? { ok: true } : checked; // the parsed URL is not kept
       if (verdicts.size >= MAX_CACHED_URLS) verdicts.delete(verdicts.keys().next().value!);
       verdicts.set(url, verdict);
     }

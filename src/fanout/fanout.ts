@@ -53,13 +53,19 @@ export function createFanOut(deps: FanOutDeps): (events: OutboxEvent[]) => Promi
       await fanOutVisible(deps, events);
       return;
     }
+    const deadline = performance.now() + deps.roomWaitMs; // for the whole batch, however many chunks it takes
     for (let start = 0; start < events.length;) {
       const rest = events.length - start;
       const needed = Math.ceil(rest * perEvent);
-      await deps.scheduler.waitForRoom(needed, deps.roomWaitMs);
+      const left = deadline - performance.now();
+      if (left > 0) await deps.scheduler.waitForRoom(needed, left);
       const room = deps.scheduler.room();
-      // Not enough room even for one event: fan the rest out at once, pending (the claim loop takes them later).
-      const take = room >= needed || room < perEvent ? rest : Math.max(1, Math.floor(room / perEvent));
+      // Out of time, or not enough room even for one event: fan the rest out at once, the overflow pending
+      // (the claim loop takes it later).
+      const take =
+        room >= needed || room < perEvent || performance.now() >= deadline
+          ? rest
+          : Math.max(1, Math.floor(room / perEvent));
       const chunk = take === events.length ? events : events.slice(start, start + take);
       const inserted = await fanOutVisible(deps, chunk);
       perEvent = (perEvent + inserted / chunk.length) / 2;

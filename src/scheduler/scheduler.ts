@@ -171,6 +171,7 @@ export function createScheduler(deps: SchedulerDeps) {
           roomWaiters = roomWaiters.filter((w) => w !== waiter);
           resolve();
         }, timeoutMs);
+        timer.unref();
         roomWaiters.push(waiter);
       });
     },
