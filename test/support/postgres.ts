@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { migrate } from '../../src/db/migrate.ts';
 import { createDatabasePool } from '../../src/db/pool.ts';
 import { createLogger } from '../../src/log.ts';
+import { until } from './until.ts';
 
 export type TestDb = {
   name: string;
@@ -45,14 +46,21 @@ export async function cloneTemplate(options: { slot?: boolean } = {}): Promise<T
       await app.end().catch(() => {});
       await pool.end();
       await withAdmin(adminUrl, async (c) => {
-        await c.query(
-          `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`,
-          [slotName],
+        // A stopped relay's WAL sender can outlive its client for a moment, and an active slot blocks both
+        // dropping it and dropping the database: terminate it and wait until the slot is free.
+        await until(
+          async () => {
+            const { rows } = await c.query<{ active: boolean }>(
+              `SELECT active, pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1`,
+              [slotName],
+            );
+            return rows.every((r) => !r.active);
+          },
+          { what: `slot ${slotName} released` },
         );
-        await c.query(
-          `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`,
-          [slotName],
-        );
+        await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [
+          slotName,
+        ]);
         await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       });
     },
