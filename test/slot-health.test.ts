@@ -47,7 +47,10 @@ test('a slot dropped while the relay was stopped: start fails loudly, readiness 
       { what: 'readyz 503 with the slot problem' },
     );
     expect(body.problem).toContain('outbox-relay repair --since');
-    expect(unready.logs.some((l) => l.level === 50 && String(l.msg).includes('is missing'))).toBe(true);
+    // The log line travels through a pipe; readiness can answer before it has been read.
+    await until(() => unready.logs.some((l) => l.level === 50 && String(l.msg).includes('is missing')), {
+      what: 'the missing slot logged as an error',
+    });
   } finally {
     unready.kill('SIGTERM');
     await unready.exited;
