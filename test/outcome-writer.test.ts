@@ -36,6 +36,17 @@ const delivered = (deliveryId: string, endpointId: string): Outcome => ({
   durationMs: 3,
 });
 
+const writerFor = (db: TestDb, lingerMs: number, onWritten: (count: number, written: number) => void = () => {}) =>
+  createOutcomeWriter({
+    pool: db.pool,
+    owner: OWNER,
+    workerId: 'w',
+    autoDisableMs: 0,
+    log: createLogger('silent'),
+    lingerMs,
+    onWritten,
+  });
+
 test('outcomes arriving within the linger go out in one statement, and every one is recorded', async ({
   db,
   receiver,
@@ -43,15 +54,8 @@ test('outcomes arriving within the linger go out in one statement, and every one
   const endpoint = await addEndpoint(db, receiver.url);
   const ids = await claimed(db, endpoint.id, 20);
   const batches: number[] = [];
-  const writer = createOutcomeWriter({
-    pool: db.pool,
-    owner: OWNER,
-    workerId: 'w',
-    autoDisableMs: 0,
-    log: createLogger('silent'),
-    lingerMs: 1_000, // long, so the test does not depend on timing: the second push lands well inside it
-    onWritten: (count, written) => batches.push(written === count ? count : -count),
-  });
+  // A long linger, so the test does not depend on timing: the second push lands well inside it.
+  const writer = writerFor(db, 1_000, (count, written) => batches.push(written === count ? count : -count));
   const stop = new AbortController();
   const loop = writer.run(stop.signal);
   try {
@@ -72,15 +76,7 @@ test('outcomes arriving within the linger go out in one statement, and every one
 test('at shutdown the buffer is written at once, without lingering', async ({ db, receiver }) => {
   const endpoint = await addEndpoint(db, receiver.url);
   const [id] = await claimed(db, endpoint.id, 1);
-  const writer = createOutcomeWriter({
-    pool: db.pool,
-    owner: OWNER,
-    workerId: 'w',
-    autoDisableMs: 0,
-    log: createLogger('silent'),
-    lingerMs: 60_000,
-    onWritten: () => {},
-  });
+  const writer = writerFor(db, 60_000);
   const stop = new AbortController();
   stop.abort(); // already stopping: run() drains what is buffered and returns
   writer.push(delivered(id!, endpoint.id));
