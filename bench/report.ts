@@ -87,6 +87,10 @@ function rows(run: RunResult): Row[] {
     add(label, 'lost: recorded done, never received', 'lower', s, (r) => r.lostDone, int);
     add(label, 'duplicated ids', 'lower', s, (r) => r.duplicated, int);
   };
+  const cpu = (label: string, s: Scenario | undefined) => {
+    add(label, 'CPU µs/delivery: system', 'lower', s, (r) => r.cpuUsPerDelivery?.system, int);
+    add(label, 'CPU µs/delivery: Postgres', 'lower', s, (r) => r.cpuUsPerDelivery?.postgres, int);
+  };
   const steady = by('steady');
   add('steady', 'p50 ms', 'lower', steady, (r) => r.latencyMs?.p50, ms);
   add('steady', 'p95 ms', 'lower', steady, (r) => r.latencyMs?.p95, ms);
@@ -95,20 +99,17 @@ function rows(run: RunResult): Row[] {
   add('steady', 'insert rate /s', 'none', steady, (r) => r.insertRate, int);
   add('steady', 'delivered /s', 'higher', steady, (r) => r.deliveriesPerS, int);
   add('steady', 'peak RSS MB', 'lower', steady, (r) => r.peakRssMb, mb);
-  add('steady', 'CPU µs/delivery: system', 'lower', steady, (r) => r.cpuUsPerDelivery?.system, int);
-  add('steady', 'CPU µs/delivery: Postgres', 'lower', steady, (r) => r.cpuUsPerDelivery?.postgres, int);
+  cpu('steady', steady);
   loss('steady', steady);
   const burst = by('burst');
   add('burst', 'drain s', 'lower', burst, (r) => r.drainMs, sec);
   add('burst', 'deliveries /s', 'higher', burst, (r) => r.deliveriesPerS, int);
-  add('burst', 'CPU µs/delivery: system', 'lower', burst, (r) => r.cpuUsPerDelivery?.system, int);
-  add('burst', 'CPU µs/delivery: Postgres', 'lower', burst, (r) => r.cpuUsPerDelivery?.postgres, int);
+  cpu('burst', burst);
   loss('burst', burst);
   const fan = by('fanout');
   add('fanout ×10', 'drain s', 'lower', fan, (r) => r.drainMs, sec);
   add('fanout ×10', 'deliveries /s', 'higher', fan, (r) => r.deliveriesPerS, int);
-  add('fanout ×10', 'CPU µs/delivery: system', 'lower', fan, (r) => r.cpuUsPerDelivery?.system, int);
-  add('fanout ×10', 'CPU µs/delivery: Postgres', 'lower', fan, (r) => r.cpuUsPerDelivery?.postgres, int);
+  cpu('fanout ×10', fan);
   loss('fanout ×10', fan);
   const base = by('isolation-baseline');
   const slow = by('isolation-slow');
@@ -134,8 +135,7 @@ function rows(run: RunResult): Row[] {
   add('backlog', 'peak RSS MB', 'lower', backlog, (r) => r.peakRssMb, mb);
   add('backlog', 'drain s', 'lower', backlog, (r) => r.drainMs, sec);
   add('backlog', 'deliveries /s', 'higher', backlog, (r) => r.deliveriesPerS, int);
-  add('backlog', 'CPU µs/delivery: system', 'lower', backlog, (r) => r.cpuUsPerDelivery?.system, int);
-  add('backlog', 'CPU µs/delivery: Postgres', 'lower', backlog, (r) => r.cpuUsPerDelivery?.postgres, int);
+  cpu('backlog', backlog);
   loss('backlog', backlog);
   const max = by('max');
   add('max steady', 'highest rate kept up /s', 'higher', max, (r) => r.maxSustained, int);
