@@ -27,12 +27,14 @@ export function relayEnv(db: TestDb, env: Record<string, string> = {}): Record<s
   };
 }
 
+export type TestRelay = Relay & { config: Config };
+
 /** Starts a relay in this process and waits until it streams the slot (or stands by, when told). */
 export async function startTestRelay(
   db: TestDb,
   env: Record<string, string> = {},
   state: 'streaming' | 'standby' = 'streaming',
-): Promise<Relay & { config: Config }> {
+): Promise<TestRelay> {
   const config = loadConfig(relayEnv(db, env));
   const relay = await startRelay(config, createLogger(config.logLevel));
   await until(() => relay.streamState() === state, { what: `relay ${state}` });
