@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { createDeliver } from '../src/delivery/deliver.ts';
 import { createHttpClient } from '../src/delivery/http.ts';
 import { createGuardedConnector } from '../src/delivery/ssrf.ts';
-import type { Job } from '../src/scheduler/types.ts';
+import type { Job } from '../src/domain.ts';
 import { createSigner } from '../src/signing/sign.ts';
 import { SECRET, SECRET_B64 } from './systems.ts';
 

@@ -1,4 +1,4 @@
-import { RelayError } from './errors.ts';
+import { coerceError, RelayError } from './errors.ts';
 
 const COMMANDS = {
   run: () => import('./cli/run.ts'),
@@ -41,7 +41,7 @@ if (name === '--help' || name === '-h' || name === 'help') {
   } catch (err) {
     // Startup errors are for a human: one clear message, no stack, unless it is a bug.
     if (err instanceof RelayError) process.stderr.write(`outbox-relay: ${err.message}\n`);
-    else process.stderr.write(`outbox-relay: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
+    else process.stderr.write(`outbox-relay: unexpected error: ${coerceError(err).stack ?? String(err)}\n`);
     process.exitCode = err instanceof RelayError && err.code === 'USAGE' ? 2 : 1;
   }
 }

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { afterEach, describe, expect, test } from 'vitest';
 import { createBreakers, type BreakerState, type BreakersOptions } from '../src/breaker/breakers.ts';
-import type { Attempt } from '../src/scheduler/types.ts';
+import type { Attempt } from '../src/domain.ts';
 import { until } from './support/until.ts';
 
 const RESET_MS = 200;

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { createFanOut } from '../src/fanout/fanout.ts';
 import { createLogger } from '../src/log.ts';
 import { createScheduler } from '../src/scheduler/scheduler.ts';
-import type { Attempt } from '../src/scheduler/types.ts';
+import type { Attempt } from '../src/domain.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
 import { envelopeOf, startReceiver } from './support/receiver.ts';
@@ -96,6 +96,7 @@ async function fanOutThroughScheduler(db: TestDb, events: number, roomWaitMs: nu
     log,
     attempt,
     finished: () => scheduler.written(1), // outcome "written" at once: its place frees
+    handBack: async () => {},
   });
   const fanOut = createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, roomWaitMs, log, scheduler });
   await fanOut(ids.map((id) => ({ id, eventType: 'burst', endpointId: null, payload: '{}', createdAtMs: Date.now() })));

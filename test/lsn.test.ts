@@ -1,8 +1,8 @@
 import { expect, test } from 'vitest';
 import { formatLsn, maxLsn, parseLsn } from '../src/replication/lsn.ts';
 import { parseIsoTimestamp } from '../src/replication/wal-stream.ts';
-import { toOutcome } from '../src/scheduler/outcome.ts';
-import type { Job } from '../src/scheduler/types.ts';
+import { toOutcome } from '../src/delivery/outcome.ts';
+import type { Job } from '../src/domain.ts';
 
 test('LSNs compare as 64-bit numbers, not as strings', () => {
   // As strings "9/0" > "10/0"; as positions it is the other way round.

@@ -3,7 +3,7 @@ import { expect } from 'vitest';
 import { z } from 'zod';
 import { createLogger } from '../src/log.ts';
 import { createOutcomeWriter } from '../src/scheduler/outcome-writer.ts';
-import type { Outcome } from '../src/scheduler/types.ts';
+import type { Outcome } from '../src/domain.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
 import { until } from './support/until.ts';
@@ -36,16 +36,17 @@ const delivered = (deliveryId: string, endpointId: string): Outcome => ({
   durationMs: 3,
 });
 
-const writerFor = (db: TestDb, lingerMs: number, onWritten: (count: number, written: number) => void = () => {}) =>
-  createOutcomeWriter({
+const writerFor = (db: TestDb, lingerMs: number, onWritten: (count: number, written: number) => void = () => {}) => {
+  const writer = createOutcomeWriter({
     pool: db.pool,
     owner: OWNER,
     workerId: 'w',
     autoDisableMs: 0,
     log: createLogger('silent'),
     lingerMs,
-    onWritten,
   });
+  return { push: writer.push, run: (signal: AbortSignal) => writer.run(signal, (w) => onWritten(w.count, w.written)) };
+};
 
 test('outcomes arriving within the linger go out in one statement, and every one is recorded', async ({
   db,

@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import CircuitBreaker from 'opossum';
-import type { Attempt } from '../scheduler/types.ts';
+import type { Attempt, BreakerState } from '../domain.ts';
 
-export type BreakerState = 'closed' | 'open' | 'half-open';
+export type { BreakerState };
 
 export type BreakersOptions = {
   /** Opens when failures exceed this share of counted outcomes in the window (strictly greater). */
@@ -15,7 +15,8 @@ export type BreakersOptions = {
   rollingWindowMs: number;
   /** Most breakers held; beyond it the least recently used closed one is dropped. Default 10 000. */
   maxBreakers?: number;
-  onStateChange?: (endpointId: string, state: BreakerState) => void;
+  /** `openCount`: how many breakers are not closed, this one's change included. */
+  onStateChange?: (endpointId: string, state: BreakerState, openCount: number) => void;
 };
 
 /** Not sent: the endpoint's breaker is open (or half-open with its one probe in flight). */
@@ -77,7 +78,7 @@ export function createBreakers(options: BreakersOptions) {
     const entry: Entry = { breaker, untilMs: 0, probe: undefined };
     const changed = (state: BreakerState) => {
       entry.probe = undefined;
-      options.onStateChange?.(endpointId, state);
+      options.onStateChange?.(endpointId, state, openCount());
     };
     breaker.on('open', () => {
       entry.untilMs = Date.now() + options.resetTimeoutMs;
@@ -114,6 +115,12 @@ export function createBreakers(options: BreakersOptions) {
     if (victim === undefined) return;
     entries.get(victim)?.breaker.shutdown();
     entries.delete(victim);
+  };
+
+  const openCount = () => {
+    let n = 0;
+    for (const entry of entries.values()) if (!entry.breaker.closed) n++;
+    return n;
   };
 
   const stateOf = (breaker: CircuitBreaker<[boolean], void>): BreakerState =>

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadConfig } from '../config.ts';
 import { createLogger } from '../log.ts';
-import { startRelay, type Relay } from '../relay.ts';
+import { startRelay, type RunningRelay } from '../relay.ts';
 import {
   BIG_AMOUNT,
   commitEvent,
@@ -61,7 +61,7 @@ async function runDemo(out: Out, signal: AbortSignal): Promise<number> {
   let postgres: DemoPostgres | undefined;
   let app: pg.Client | undefined;
   let receiver: DemoReceiver | undefined;
-  let relay: Relay | undefined;
+  let relay: RunningRelay | undefined;
   let failed = false;
 
   out('outbox-relay demo: outbox row → pgoutput slot → relay → signed webhook → receiver');
@@ -193,7 +193,7 @@ async function closeInOrder(steps: [string, (() => Promise<void>) | undefined][]
 }
 
 /** Inserts made before the stream attaches are not lost (the slot holds them), but latencies would include it. */
-async function untilStreaming(relay: Relay, signal: AbortSignal): Promise<void> {
+async function untilStreaming(relay: RunningRelay, signal: AbortSignal): Promise<void> {
   const deadline = performance.now() + STREAM_TIMEOUT_MS;
   while (relay.streamState() !== 'streaming') {
     if (relay.streamState() === 'failed') throw new Error('the relay could not stream its slot (see its log)');

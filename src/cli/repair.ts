@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig, parseDuration, requireDatabaseUrl } from '../config.ts';
 import { repair } from '../db/repair.ts';
-import { RelayError } from '../errors.ts';
+import { coerceError, RelayError } from '../errors.ts';
 import { createLogger } from '../log.ts';
 
 const USAGE = 'usage: outbox-relay repair --since <duration> [--json]   e.g. --since 24h';
@@ -12,7 +12,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     ({ values } = parseArgs({ args, options: { since: { type: 'string' }, json: { type: 'boolean' } } }));
   } catch (err) {
-    throw new RelayError('USAGE', `${(err as Error).message}\n${USAGE}`);
+    throw new RelayError('USAGE', `${coerceError(err).message}\n${USAGE}`);
   }
   const sinceMs = values.since === undefined ? undefined : parseDuration(values.since);
   if (sinceMs === undefined || sinceMs <= 0)

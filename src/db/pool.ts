@@ -2,7 +2,12 @@ import { createPool, createTypeParserPreset, type DatabasePool } from 'slonik';
 
 export type { DatabasePool };
 
-export type PoolOptions = { maximumPoolSize?: number; applicationName?: string };
+export type PoolOptions = {
+  maximumPoolSize?: number;
+  applicationName?: string;
+  /** Server-side statement_timeout (default 60 s); migrations and repair scans run without one. */
+  statementTimeoutMs?: number | 'DISABLE_TIMEOUT';
+};
 
 /**
  * A slonik pool. int8 arrives as a decimal string (ids stay exact and serialisable); counts are cast to int
@@ -21,7 +26,7 @@ export async function createDatabasePool(databaseUrl: string, options: PoolOptio
     typeParsers,
     maximumPoolSize: options.maximumPoolSize ?? 10,
     connectionTimeout: 10_000,
-    statementTimeout: 60_000,
+    statementTimeout: options.statementTimeoutMs ?? 60_000,
     idleInTransactionSessionTimeout: 60_000,
     // A sidecar's pool is small and busy; slonik's idle reaper also arms a timer that outlives pool.end()
     // and held every exit back by 5 s.

@@ -1,5 +1,5 @@
-import { RelayError } from '../errors.ts';
-import type { Attempt, Job } from '../scheduler/types.ts';
+import { coerceError, isRelayError } from '../errors.ts';
+import type { Attempt, Job } from '../domain.ts';
 import type { Signer } from '../signing/sign.ts';
 import type { HttpClient } from './http.ts';
 import { parseRetryAfter } from './retry.ts';
@@ -11,10 +11,11 @@ export type DeliverDeps = {
   signer: Signer;
   timeoutMs: number;
   retryAfterMaxMs: number;
-  userAgent: string;
+  userAgent?: string;
 };
 
 const MAX_CACHED_URLS = 10_000;
+const USER_AGENT = 'outbox-relay/0.1 (+https://www.standardwebhooks.com)';
 
 /** The Standard Webhooks envelope. `data` is the stored jsonb text, never re-serialised (bigints stay exact). */
 export function envelope(eventType: string, createdAtMs: number, payload: string): string {
@@ -51,20 +52,20 @@ export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal
     } catch (err) {
       return {
         kind: 'failed',
-        error: `endpoint secret invalid: ${(err as Error).message}`,
+        error: `endpoint secret invalid: ${coerceError(err).message}`,
         permanent: true,
         durationMs: 0,
       };
     }
     const headers = {
       'content-type': 'application/json',
-      'user-agent': deps.userAgent,
+      'user-agent': deps.userAgent ?? USER_AGENT,
       'webhook-id': msgId,
       'webhook-timestamp': String(timestampSec),
       'webhook-signature': signature,
     };
     const result = await deps.http.post(job.url, headers, body, { timeoutMs: deps.timeoutMs, signal });
-    if (signal.aborted && signal.reason instanceof RelayError && signal.reason.code === 'LEASE_LOST') {
+    if (signal.aborted && isRelayError(signal.reason, 'LEASE_LOST')) {
       return { kind: 'lease-lost' };
     }
     if (result.kind === 'error') {

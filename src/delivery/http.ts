@@ -2,6 +2,7 @@
 // undici.request on a shared keep-alive Agent: Node's fetch cost ~6x the CPU per delivery (DESIGN.md).
 import type { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
+import { coerceError } from '../errors.ts';
 import { SSRF_BLOCKED } from './ssrf.ts';
 
 export type HttpResult =
@@ -70,7 +71,7 @@ export function createHttpClient({ maxResponseBytes, connectionsPerOrigin, conne
       // undici's own connect timeout (10 s by default) can fire before a longer timeoutMs.
       const code = errorCode(err);
       // A refused destination's message is the whole story (`blocked destination: … is loopback`).
-      if (code === SSRF_BLOCKED) return { error: (err as Error).message, timedOut: false, code };
+      if (code === SSRF_BLOCKED) return { error: coerceError(err).message, timedOut: false, code };
       return {
         error: describeError(err),
         timedOut: code === 'UND_ERR_CONNECT_TIMEOUT',

@@ -3,6 +3,7 @@
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
+import { coerceError } from '../errors.ts';
 
 export type ReceiverEndpoint = {
   /** Path segment and display name: the endpoint's URL is `<baseUrl>/<name>`. */
@@ -66,7 +67,7 @@ export async function startDemoReceiver(
           'webhook-signature': header(req.headers, 'webhook-signature'),
         });
       } catch (err) {
-        problem = (err as Error).message;
+        problem = coerceError(err).message;
       }
       // A real receiver answers 401 to a bad signature; the demo records it and answers as scripted, so a signing
       // bug shows as a failed check in the summary rather than as retries until the deadline.

@@ -1,8 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
-import type { OutboxEvent } from '../replication/types.ts';
-import type { Job } from '../scheduler/types.ts';
+import type { Job, OutboxEvent } from '../domain.ts';
 import { fanOutBatch, type FannedOutRow } from './queries.ts';
 
 export type FanOutDeps = {

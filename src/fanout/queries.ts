@@ -1,19 +1,6 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
-import { endpointColumns } from '../scheduler/queries.ts';
-
-/**
- * Which endpoints receive an event `ev` (with endpoint_id, event_type): the targeted endpoint, else every
- * endpoint whose event_types match (NULL = all). Disabled endpoints included: their deliveries are created
- * parked (next_attempt_at = infinity) and go out when the endpoint is enabled again, so an endpoint the relay
- * disabled for a while (410, sustained failure) misses nothing. Shared by fan-out and repair.
- */
-export const subscribes = sql.fragment`CASE
-  WHEN ev.endpoint_id IS NOT NULL THEN ep.id = ev.endpoint_id
-  ELSE ep.event_types IS NULL OR ev.event_type = ANY (ep.event_types) END`;
-
-/** Due now for an enabled endpoint; parked (never due until enabled, see the endpoints trigger) otherwise. */
-export const firstAttemptAt = sql.fragment`CASE WHEN ep.enabled THEN now() ELSE 'infinity'::timestamptz END`;
+import { endpointColumns, firstAttemptAt, subscribes } from '../db/fragments.ts';
 
 const FannedOut = z.object({
   visible: z.number(),

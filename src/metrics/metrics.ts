@@ -1,9 +1,64 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Attempt, BreakerState, Job, Outcome } from '../domain.ts';
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** One registry per relay (not prom-client's global), so several relays in one process never collide. */
+/** Per-endpoint breaker series exist only while a breaker is not closed, and at most this many at once. */
+const MAX_BREAKER_SERIES = 100;
+
+/**
+ * One registry per relay (not prom-client's global), so several relays in one process never collide. Besides
+ * the instruments, it owns what to record for each pipeline event, and keeps label cardinality bounded.
+ */
 export function createMetrics() {
+  const instruments = createInstruments();
+  const labelled = new Set<string>(); // endpoints with a breaker_open series
+  return {
+    ...instruments,
+    /** An attempt ended (not a lost lease): its duration, and for a success the commit-to-receipt latency. */
+    attemptFinished(job: Job, attempt: Exclude<Attempt, { kind: 'lease-lost' }>, nowMs = Date.now()): void {
+      if (attempt.kind !== 'deferred') instruments.attemptDuration.observe(attempt.durationMs / 1000);
+      if (attempt.kind === 'delivered') instruments.deliveryLatency.observe((nowMs - job.createdAtMs) / 1000);
+    },
+    /** Outcomes were written: counted by what became of them (deferrals are not attempts). */
+    outcomesWritten(w: { outcomes: readonly Outcome[]; disabled: readonly string[] }, heldNow: number): void {
+      for (const o of w.outcomes) {
+        if (!o.refund) instruments.deliveries.inc({ outcome: o.status === 'pending' ? 'retry' : o.status });
+      }
+      instruments.endpointsDisabled.inc(w.disabled.length);
+      instruments.held.set(heldNow);
+    },
+    /** Counts `request` in flight while it runs. */
+    async tracked<T>(request: Promise<T>): Promise<T> {
+      instruments.inFlight.inc();
+      try {
+        return await request;
+      } finally {
+        instruments.inFlight.dec();
+      }
+    },
+    fannedOut(events: number, deliveries: number): void {
+      instruments.eventsFannedOut.inc(events);
+      instruments.deliveriesCreated.inc(deliveries);
+    },
+    retentionDeletedRows({ deliveries, outbox }: { deliveries: number; outbox: number }): void {
+      instruments.retentionDeleted.inc({ table: 'deliveries' }, deliveries);
+      instruments.retentionDeleted.inc({ table: 'outbox' }, outbox);
+    },
+    /** A breaker changed state; `openCount` is how many breakers are not closed now. */
+    breakerChanged(endpointId: string, state: BreakerState, openCount: number): void {
+      instruments.breakersOpen.set(openCount);
+      if (state === 'closed') {
+        if (labelled.delete(endpointId)) instruments.breakerOpen.remove({ endpoint_id: endpointId });
+      } else if (labelled.has(endpointId) || labelled.size < MAX_BREAKER_SERIES) {
+        labelled.add(endpointId);
+        instruments.breakerOpen.set({ endpoint_id: endpointId }, state === 'open' ? 1 : 0.5);
+      }
+    },
+  };
+}
+
+function createInstruments() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'outbox_relay_' });
   const registers = [registry];

@@ -4,8 +4,8 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { ConnectionError } from 'slonik';
 import { loadConfig, parseDuration, requireDatabaseUrl, type Config } from '../config.ts';
 import { createDatabasePool, type DatabasePool } from '../db/pool.ts';
-import { sqlStateOf } from '../db/pg-errors.ts';
-import { RelayError } from '../errors.ts';
+import { isConnectRefusal, isSchemaMissing, sqlStateOf } from '../db/pg-errors.ts';
+import { coerceError, RelayError } from '../errors.ts';
 
 export const usageError = (message: string, usage: string) => new RelayError('USAGE', `${message}\n${usage}`);
 
@@ -23,7 +23,7 @@ export function parseCommand<const O extends ParseArgsOptionsConfig>(
   try {
     parsed = parseArgs({ args, options, allowPositionals: positionals > 0, strict: true });
   } catch (err) {
-    throw usageError((err as Error).message, usage);
+    throw usageError(coerceError(err).message, usage);
   }
   if (parsed.positionals.length > positionals) {
     throw usageError(`unexpected argument "${parsed.positionals[positionals] ?? ''}"`, usage);
@@ -104,10 +104,10 @@ export async function withDatabase(
     return await fn(pool, config);
   } catch (err) {
     const state = sqlStateOf(err);
-    if (err instanceof ConnectionError || isNetworkError(err) || CANNOT_CONNECT.has(state ?? '')) {
-      return fail(`cannot connect to the database: ${causeMessage(err as Error)}`);
+    if (err instanceof ConnectionError || isNetworkError(err) || isConnectRefusal(state)) {
+      return fail(`cannot connect to the database: ${causeMessage(coerceError(err))}`);
     }
-    if (state === '3F000' || state === '42P01') {
+    if (isSchemaMissing(state)) {
       return fail('schema "webhooks" is missing or incomplete: run "outbox-relay migrate" first');
     }
     throw err;
@@ -115,9 +115,6 @@ export async function withDatabase(
     await pool?.end();
   }
 }
-
-// invalid_authorization_specification, invalid_password, invalid_catalog_name (no such database), cannot_connect_now
-const CANNOT_CONNECT = new Set(['28000', '28P01', '3D000', '57P03']);
 
 /** A socket-level failure (ECONNREFUSED, ENOTFOUND, ETIMEDOUT, …): the error Node raises carries a syscall. */
 function isNetworkError(err: unknown): boolean {

@@ -1,19 +1,12 @@
 // Queries of the operator commands. Every value is a bound parameter; optional filters are composed from
 // sql.fragment pieces, never from strings. Secrets leave the database only masked (`whsec_…abcd`).
-import { dueAfter } from '../scheduler/queries.ts';
 import { sql } from 'slonik';
 import { z } from 'zod';
+import { ago, dueAfter, literalInt } from '../db/fragments.ts';
 
 export const STATUSES = ['pending', 'delivering', 'delivered', 'dead'] as const;
 export type Status = (typeof STATUSES)[number];
 
-/** A whole number written into the SQL text (`LIMIT '500'`), so the statement is always planned for it. */
-function literalInt(n: number) {
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`expected a non-negative integer, got ${n}`);
-  return sql.literalValue(String(n));
-}
-
-const ago = (ms: number) => sql.fragment`now() - ${ms}::bigint * interval '1 millisecond'`;
 const hint = (column: ReturnType<typeof sql.fragment>) => sql.fragment`'whsec_…' || right(${column}, 4)`;
 
 // ---- slot and backlog --------------------------------------------------------------------------------------

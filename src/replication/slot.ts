@@ -1,10 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { sql } from 'slonik';
-import { z } from 'zod';
-import { slotLost } from '../db/migrate.ts';
-import { SqlState, sqlStateOf } from '../db/pg-errors.ts';
+import type { StreamState } from '../domain.ts';
+import { isRelayError } from '../errors.ts';
 import { runWalSession, type WalSessionOptions } from './wal-stream.ts';
-import type { StreamState } from './types.ts';
 
 export type StreamDeps = Omit<WalSessionOptions, 'onStreaming'> & {
   /** Base wait before a standby tries to take the slot again (jittered ±50%). */
@@ -14,11 +11,8 @@ export type StreamDeps = Omit<WalSessionOptions, 'onStreaming'> & {
 
 const MAX_BACKOFF_MS = 30_000;
 
-export const slotConfirmedLsn = (slotName: string) => sql.type(z.object({ lsn: z.string().nullable() }))`
-  SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = ${slotName}`;
-
 /**
- * Owns the slot or stands by. Only one connection can stream a slot: the others get SQLSTATE 55006, keep
+ * Owns the slot or stands by. Only one connection can stream a slot: the others get SLOT_IN_USE, keep
  * claiming due work through the claim loop, and retry with jitter. Any other stream failure rebuilds the
  * session from the slot's confirmed position with exponential backoff. A slot that is missing or invalidated
  * is never recreated here: readiness turns red and the log says to run repair.
@@ -46,19 +40,14 @@ export async function runStream(deps: StreamDeps, signal: AbortSignal): Promise<
       );
       continue;
     } catch (err) {
-      const code = sqlStateOf(err);
-      if (code === SqlState.OBJECT_IN_USE) {
+      if (isRelayError(err, 'SLOT_IN_USE')) {
         if (state !== 'standby')
           deps.log.info({ slot: deps.slotName }, 'slot is streamed by another relay; standing by');
         setState('standby');
         waitMs = deps.standbyRetryMs * (0.5 + Math.random());
-      } else if (code === SqlState.UNDEFINED_OBJECT || code === SqlState.OBJECT_NOT_IN_PREREQUISITE_STATE) {
-        const problem = slotLost(
-          deps.slotName,
-          code === SqlState.UNDEFINED_OBJECT ? 'is missing' : 'was invalidated',
-        ).message;
-        deps.log.error({ err, slot: deps.slotName }, problem);
-        setState('failed', problem);
+      } else if (isRelayError(err, 'SLOT_MISSING') || isRelayError(err, 'SLOT_INVALIDATED')) {
+        deps.log.error({ err, slot: deps.slotName }, err.message);
+        setState('failed', err.message);
         waitMs = MAX_BACKOFF_MS;
       } else {
         failures++;

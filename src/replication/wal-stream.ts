@@ -1,10 +1,14 @@
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { SqlState, sqlStateOf } from '../db/pg-errors.ts';
+import { slotLost } from '../db/slots.ts';
+import type { OutboxEvent } from '../domain.ts';
+import { coerceError, isRelayError, RelayError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { formatLsn, maxLsn, parseLsn, type Lsn } from './lsn.ts';
-import type { OutboxEvent } from './types.ts';
 import { createWake } from '../util/wake.ts';
+import { createAckTracker, type StreamMessage } from './ack-tracker.ts';
+import { formatLsn, parseLsn, type Lsn } from './lsn.ts';
 
 export type WalSessionOptions = {
   databaseUrl: string;
@@ -26,8 +30,6 @@ export type WalSessionOptions = {
   onLag?: (seconds: number) => void;
 };
 
-type QueueEntry = { event: OutboxEvent } | { commitEndLsn: Lsn; commitTimeMs: number };
-
 /**
  * One replication connection, from START_REPLICATION until the server goes away, an error, the watchdog, or
  * `signal`. Never reused: the caller builds a new session, which restarts from the slot's confirmed position.
@@ -48,22 +50,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   );
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [o.publicationName] });
 
-  const queue: QueueEntry[] = [];
-  let queuedRows = 0;
-  let inTransaction = false;
-  let fanoutBusy = false;
-  let paused = false;
-  let durable: Lsn = 0n; // everything before this position has been fanned out and committed
-  let lastKeepalive: Lsn = 0n;
-  let startedAt: Lsn = 0n; // the confirmed position this session started from
-  let progressed = false;
-  let lastStatusAt = -Infinity; // the first status goes out as soon as there is something to confirm
-  let lastHeardAt = performance.now();
-  let replyOwed = false;
   let failure: unknown;
-  const highWater = o.fanoutBatch * 4;
-  const lowWater = o.fanoutBatch;
-
   const stop = new AbortController();
   const end = (err?: unknown) => {
     if (err !== undefined && failure === undefined) failure = err;
@@ -76,99 +63,82 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   };
   signal.addEventListener('abort', onOuterAbort, { once: true });
   const wake = createWake();
-  const kick = () => wake.wake();
 
   // The same private socket the library's own flowControl pauses; we pause by rows queued, not per message.
   const socket = () => (service as unknown as { _connection?: { stream?: Socket } })._connection?.stream;
 
-  /** Everything received is processed: the last keepalive position is then safe to confirm too. */
-  const idle = () => queue.length === 0 && !inTransaction && !fanoutBusy;
+  // Without a known position no status could be sent until the first commit is fanned out; a first transaction
+  // that takes longer than wal_sender_timeout would then end every session the same way.
+  const startedAt = (await o.confirmedLsn().catch(() => undefined)) ?? 0n;
+  const tracker = createAckTracker({
+    batchRows: o.fanoutBatch,
+    statusIntervalMs: o.statusIntervalMs,
+    idleTimeoutMs: o.idleTimeoutMs,
+    startedAt,
+    nowMs: performance.now(),
+  });
 
-  const sendStatus = (force: boolean) => {
-    if (idle()) durable = maxLsn(durable, lastKeepalive);
-    if (durable === 0n) return;
-    // Periodic, not per batch: a status per fan-out batch costs the server work for no gain. Forced: replies the
-    // server asks for, shutdown, and the session's first progress (a restarted relay confirms its replay at once).
-    const firstProgress = !progressed && durable > startedAt;
-    if (!force && !firstProgress && performance.now() - lastStatusAt < o.statusIntervalMs) return;
-    // The library writes lsn + 1 into the status message; we want exactly `durable` confirmed.
-    void service.acknowledge(formatLsn(durable - 1n)).catch((err: unknown) => end(err));
-    lastStatusAt = performance.now();
-    if (firstProgress) progressed = true;
-    replyOwed = false;
-    o.onDurable?.(durable);
+  /** Sends the standby status the tracker says is due (or, forced, whatever is durable). */
+  const sendStatus = (force = false) => {
+    const lsn = tracker.status(performance.now(), force);
+    if (lsn === undefined) return;
+    // The library writes lsn + 1 into the status message; we want exactly `lsn` confirmed.
+    void service.acknowledge(formatLsn(lsn - 1n)).catch((err: unknown) => end(err));
+    o.onDurable?.(lsn);
+  };
+  const receive = (msg: StreamMessage) => {
+    if (tracker.received(msg, performance.now())) socket()?.pause(); // a 100k-row transaction must not sit in memory
+    wake.wake();
   };
 
   service.on('error', (err) => end(err));
   service.on('start', () => o.onStreaming());
   service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
-    lastHeardAt = performance.now();
-    lastKeepalive = maxLsn(lastKeepalive, parseLsn(lsn));
-    if (shouldRespond) {
-      replyOwed = true;
-      sendStatus(true);
-    }
+    tracker.keepalive(parseLsn(lsn), shouldRespond, performance.now());
+    if (shouldRespond) sendStatus();
   });
   service.on('data', (_lsn: string, msg: Pgoutput.Message) => {
-    lastHeardAt = performance.now();
     switch (msg.tag) {
       case 'relation':
         if (isOutbox(msg)) keepColumnsAsText(msg);
         return;
       case 'begin':
-        inTransaction = true;
-        return;
+        return receive({ tag: 'begin' });
       case 'insert':
-        if (!isOutbox(msg.relation)) return;
-        queue.push({ event: toEvent(msg.new) });
-        queuedRows++;
-        break;
+        if (isOutbox(msg.relation)) receive({ tag: 'insert', event: toEvent(msg.new) });
+        return;
       case 'commit':
-        inTransaction = false;
         // commitTime: microseconds since the Unix epoch (the library adds the Postgres epoch offset).
         if (msg.commitEndLsn !== null) {
-          queue.push({
-            commitEndLsn: parseLsn(msg.commitEndLsn),
-            commitTimeMs: Number((msg.commitTime as bigint) / 1000n),
+          receive({
+            tag: 'commit',
+            endLsn: parseLsn(msg.commitEndLsn),
+            timeMs: Number((msg.commitTime as bigint) / 1000n),
           });
         }
-        break;
+        return;
       default:
         return;
     }
-    // Flow control: a single transaction of 100k rows must not sit in memory at once.
-    if (queuedRows >= highWater && !paused) {
-      paused = true;
-      socket()?.pause();
-    }
-    kick();
   });
 
   const fanoutLoop = async () => {
-    while (!stop.signal.aborted || queue.length > 0) {
-      if (queue.length === 0) {
+    while (!stop.signal.aborted || tracker.hasQueued()) {
+      const batch = tracker.take();
+      if (batch === undefined) {
         await wake.wait(stop.signal);
         continue;
       }
-      fanoutBusy = true;
-      const { events, commitEndLsn, commitTimeMs } = takeBatch(queue, o.fanoutBatch);
-      queuedRows -= events.length;
       try {
-        if (events.length > 0) await o.fanOut(events);
+        if (batch.events.length > 0) await o.fanOut(batch.events);
       } catch (err) {
-        fanoutBusy = false;
         end(err); // unacknowledged rows replay from the slot on the next session
         return;
       }
-      // ack only after fan-out commits
-      if (commitEndLsn !== undefined) durable = maxLsn(durable, commitEndLsn);
-      fanoutBusy = false;
-      if (commitTimeMs !== undefined) o.onLag?.(idle() ? 0 : Math.max(0, (Date.now() - commitTimeMs) / 1000));
-      if (paused && !stop.signal.aborted && queuedRows <= lowWater) {
-        paused = false;
-        socket()?.resume();
-      }
-      sendStatus(replyOwed);
+      const { resume, lagSeconds } = tracker.done(batch, Date.now());
+      if (lagSeconds !== undefined) o.onLag?.(lagSeconds);
+      if (resume && !stop.signal.aborted) socket()?.resume();
+      sendStatus();
     }
   };
 
@@ -176,20 +146,17 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
     while (!stop.signal.aborted) {
       await sleep(Math.min(o.statusIntervalMs, 1_000), undefined, { signal: stop.signal }).catch(() => {});
       if (stop.signal.aborted) return;
-      if (!paused && performance.now() - lastHeardAt > o.idleTimeoutMs) {
-        end(new Error(`no message from the server in ${Math.round(o.idleTimeoutMs / 1000)}s; rebuilding the stream`));
+      if (tracker.silentTooLong(performance.now())) {
+        const seconds = Math.round(o.idleTimeoutMs / 1000);
+        end(new RelayError('STREAM_FAILED', `no message from the server in ${seconds}s; rebuilding the stream`));
         return;
       }
-      sendStatus(false);
+      sendStatus();
     }
   };
 
-  // Without a known position no status could be sent until the first commit is fanned out; a first transaction
-  // that takes longer than wal_sender_timeout would then end every session the same way.
-  durable = (await o.confirmedLsn().catch(() => undefined)) ?? 0n;
-  startedAt = durable;
   const streaming = service.subscribe(plugin, o.slotName).then(
-    () => end(failure ?? new Error('replication stream ended by the server')),
+    () => end(failure ?? new RelayError('STREAM_FAILED', 'replication stream ended by the server')),
     (err: unknown) => end(err),
   );
   const loops = Promise.all([fanoutLoop(), statusLoop()]);
@@ -200,8 +167,25 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   signal.removeEventListener('abort', onOuterAbort);
   await service.destroy().catch(() => {});
   await Promise.race([streaming, sleep(1_000, undefined, { ref: false })]); // destroy() settles it; never hang a shutdown on it
-  if (failure !== undefined && !signal.aborted) {
-    throw failure instanceof Error ? failure : new Error('replication stream failed', { cause: failure });
+  if (failure !== undefined && !signal.aborted) throw classify(failure, o.slotName);
+}
+
+/** The session's failure as a RelayError whose code says what to do: stand by, run repair, or rebuild. */
+function classify(failure: unknown, slotName: string): RelayError {
+  if (isRelayError(failure)) return failure;
+  switch (sqlStateOf(failure)) {
+    case SqlState.OBJECT_IN_USE:
+      return new RelayError('SLOT_IN_USE', `slot ${slotName} is streamed by another relay; standing by`, {
+        cause: failure,
+      });
+    case SqlState.UNDEFINED_OBJECT:
+      return slotLost(slotName, 'missing', { cause: failure });
+    case SqlState.OBJECT_NOT_IN_PREREQUISITE_STATE:
+      return slotLost(slotName, 'invalidated', { cause: failure });
+    default:
+      return new RelayError('STREAM_FAILED', `replication stream failed: ${coerceError(failure).message}`, {
+        cause: failure,
+      });
   }
 }
 
@@ -236,27 +220,4 @@ function toEvent(row: Record<string, unknown>): OutboxEvent {
 export function parseIsoTimestamp(text: string): number {
   const ms = Date.parse(text.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00'));
   return Number.isNaN(ms) ? Date.now() : ms;
-}
-
-/** Takes up to `limit` rows from the head, plus every commit marker up to the next row that does not fit. */
-function takeBatch(
-  queue: QueueEntry[],
-  limit: number,
-): { events: OutboxEvent[]; commitEndLsn: Lsn | undefined; commitTimeMs: number | undefined } {
-  const events: OutboxEvent[] = [];
-  let commitEndLsn: Lsn | undefined;
-  let commitTimeMs: number | undefined;
-  let taken = 0;
-  for (const entry of queue) {
-    if ('event' in entry) {
-      if (events.length === limit) break;
-      events.push(entry.event);
-    } else {
-      commitEndLsn = entry.commitEndLsn;
-      commitTimeMs = entry.commitTimeMs;
-    }
-    taken++;
-  }
-  queue.splice(0, taken);
-  return { events, commitEndLsn, commitTimeMs };
 }

@@ -1,5 +1,6 @@
 import { sql, type FragmentSqlToken, type IdentifierSqlToken } from 'slonik';
 import { z } from 'zod';
+import { ago, literalInt } from '../db/fragments.ts';
 
 /**
  * One retention batch: how many rows the window looked at, the last id it looked at (the next window starts
@@ -11,15 +12,6 @@ const Window = z.object({
   anyOld: z.boolean(),
   deleted: z.number(),
 });
-
-/** A whole number written into the SQL text itself, so the planner always sees the value (see DESIGN traps). */
-function literalLimit(n: number) {
-  if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`retention batch: expected an integer >= 1, got ${n}`);
-  return sql.literalValue(String(n));
-}
-
-/** The database clock, never the relay's. */
-const olderThan = (maxAgeMs: number) => sql.fragment`now() - ${maxAgeMs}::bigint * interval '1 millisecond'`;
 
 /**
  * Deletes the rows of one window of `table`: the next `limit` rows by id after `after`, of which only those
@@ -46,7 +38,7 @@ function deleteWindow(
 ) {
   return sql.type(Window)`
     WITH scanned AS MATERIALIZED (
-      SELECT id, created_at FROM ${table} WHERE id > ${after}::bigint ORDER BY id LIMIT ${literalLimit(limit)}
+      SELECT id, created_at FROM ${table} WHERE id > ${after}::bigint ORDER BY id LIMIT ${literalInt(limit)}
     ), doomed AS (
       SELECT t.id FROM ${table} t JOIN scanned s ON s.id = t.id
       WHERE ${eligible}
@@ -76,8 +68,8 @@ export const deleteDelivered = (after: string, limit: number, maxAgeMs: number) 
     deliveries,
     after,
     limit,
-    olderThan(maxAgeMs),
-    sql.fragment`t.status = 'delivered' AND t.delivered_at < ${olderThan(maxAgeMs)}`,
+    ago(maxAgeMs),
+    sql.fragment`t.status = 'delivered' AND t.delivered_at < ${ago(maxAgeMs)}`,
   );
 
 /** Dead deliveries last changed more than `maxAgeMs` ago (and their attempts). updated_at >= created_at. */
@@ -86,8 +78,8 @@ export const deleteDead = (after: string, limit: number, maxAgeMs: number) =>
     deliveries,
     after,
     limit,
-    olderThan(maxAgeMs),
-    sql.fragment`t.status = 'dead' AND t.updated_at < ${olderThan(maxAgeMs)}`,
+    ago(maxAgeMs),
+    sql.fragment`t.status = 'dead' AND t.updated_at < ${ago(maxAgeMs)}`,
   );
 
 /**
@@ -105,7 +97,7 @@ export const deleteOrphanedOutbox = (after: string, limit: number, maxAgeMs: num
     outbox,
     after,
     limit,
-    olderThan(maxAgeMs),
-    sql.fragment`t.created_at < ${olderThan(maxAgeMs)}
+    ago(maxAgeMs),
+    sql.fragment`t.created_at < ${ago(maxAgeMs)}
       AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.outbox_id = t.id)`,
   );

@@ -2,7 +2,7 @@ import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
 import { claimDue } from './queries.ts';
 import type { Scheduler } from './scheduler.ts';
-import type { Job } from './types.ts';
+import type { Job } from '../domain.ts';
 
 export type ClaimerDeps = {
   pool: DatabasePool;

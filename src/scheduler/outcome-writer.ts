@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
-import { sqlStateOf } from '../db/pg-errors.ts';
+import { isTransient, sqlStateOf } from '../db/pg-errors.ts';
 import { writeOutcomes } from './queries.ts';
-import type { Outcome } from './types.ts';
+import type { Outcome } from '../domain.ts';
 import { createWake } from '../util/wake.ts';
 
 export type OutcomeWriterDeps = {
@@ -16,9 +16,10 @@ export type OutcomeWriterDeps = {
   maxBatch?: number;
   /** How long a write waits for more outcomes to join it (default 5 ms); 0 writes at once. */
   lingerMs?: number;
-  /** `count` outcomes left memory; `written` of them still held their lease; `disabled` endpoints were just disabled. */
-  onWritten: (count: number, written: number, outcomes: readonly Outcome[], disabled: readonly string[]) => void;
 };
+
+/** One write: `count` outcomes left memory; `written` of them still held their lease; `disabled` endpoints were just disabled. */
+export type Written = { count: number; written: number; outcomes: readonly Outcome[]; disabled: readonly string[] };
 
 /**
  * Batches outcome writes: while one statement runs, the next batch gathers, and each write first lingers a few
@@ -34,7 +35,8 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
   let singly = 0; // outcomes still to write one at a time after a rejected batch
   const wake = createWake();
 
-  async function run(signal: AbortSignal): Promise<void> {
+  /** Writes until `signal` aborts and the buffer is empty, reporting each write to `onWritten`. */
+  async function run(signal: AbortSignal, onWritten: (w: Written) => void): Promise<void> {
     let backoffMs = 100;
     // Keeps going after abort until the buffer is empty, so a drain records what finished.
     while (!signal.aborted || buffer.length > 0) {
@@ -53,14 +55,15 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
         buffer = buffer.slice(batch.length);
         backoffMs = 100;
         if (singly > 0) singly--;
-        deps.onWritten(batch.length, written, batch, disabled);
+        for (const endpointId of disabled) deps.log.warn({ endpointId }, 'endpoint disabled');
+        onWritten({ count: batch.length, written, outcomes: batch, disabled });
       } catch (err) {
         const state = sqlStateOf(err);
-        const dataProblem = state !== undefined && !/^(08|57|53|40)/.test(state); // not connection/shutdown/resources/retry
+        const dataProblem = state !== undefined && !isTransient(state); // the data, not the connection
         if (dataProblem && batch.length === 1) {
           deps.log.error({ err, deliveryId: batch[0]!.deliveryId }, 'an outcome the database rejects was dropped');
           buffer = buffer.slice(1);
-          deps.onWritten(1, 0, [], []);
+          onWritten({ count: 1, written: 0, outcomes: [], disabled: [] });
           continue;
         }
         if (dataProblem) singly = batch.length;
@@ -74,7 +77,7 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
 
   return {
     run,
-    push(outcome: Outcome): void {
+    push: (outcome: Outcome): void => {
       buffer.push(outcome);
       wake.wake();
     },

@@ -1,36 +1,7 @@
-import { sql, type FragmentSqlToken } from 'slonik';
+import { sql } from 'slonik';
 import { z } from 'zod';
-import type { Outcome } from './types.ts';
-
-/**
- * When a pending delivery is next due: after `delay`, or never while its endpoint is disabled (parked; the
- * endpoints trigger makes it due when the endpoint is enabled). Keeps parked rows outside the claim's range.
- */
-export const dueAfter = (endpointId: FragmentSqlToken, delay: FragmentSqlToken) => sql.fragment`
-  CASE WHEN (SELECT ep.enabled FROM webhooks.endpoints ep WHERE ep.id = ${endpointId})
-       THEN now() + ${delay} ELSE 'infinity'::timestamptz END`;
-
-const leaseUntil = (leaseMs: number) => sql.fragment`now() + ${leaseMs}::int * interval '1 millisecond'`;
-
-/** A whole number written into the SQL text itself (`LIMIT '500'`), so the planner always sees the value. */
-function literalInt(n: number) {
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`expected a non-negative integer, got ${n}`);
-  return sql.literalValue(String(n));
-}
-
-/** What a delivery needs of its endpoint, read at claim time so URL and secret changes apply to the next attempt. */
-export const endpointColumns = sql.fragment`
-  ep.url,
-  CASE WHEN ep.previous_secret_expires_at > now() THEN ARRAY[ep.secret, ep.previous_secret]
-       ELSE ARRAY[ep.secret] END AS secrets,
-  ep.max_in_flight AS "maxInFlight", ep.rate_limit_per_second AS "ratePerSecond"`;
-
-export const EndpointFields = {
-  url: z.string(),
-  secrets: z.array(z.string()),
-  maxInFlight: z.number().nullable(),
-  ratePerSecond: z.number().nullable(),
-};
+import type { Outcome } from '../domain.ts';
+import { dueAfter, endpointColumns, EndpointFields, leaseUntil, literalInt } from '../db/fragments.ts';
 
 const ClaimedJob = z.object({
   deliveryId: z.string(),

@@ -1,6 +1,6 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
-import { dueAfter } from '../scheduler/queries.ts';
+import { dueAfter } from '../db/fragments.ts';
 
 /**
  * Recovers deliveries whose lease expired (a relay crashed or froze mid-request): back to pending, due now, or

@@ -1,6 +1,6 @@
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
-import { startRelay, type Relay } from '../../src/relay.ts';
+import { startRelay, type RunningRelay } from '../../src/relay.ts';
 import type { TestDb } from './postgres.ts';
 import { until } from './until.ts';
 
@@ -27,7 +27,7 @@ export function relayEnv(db: TestDb, env: Record<string, string> = {}): Record<s
   };
 }
 
-export type TestRelay = Relay & { config: Config };
+export type TestRelay = RunningRelay & { config: Config };
 
 /** Starts a relay in this process and waits until it streams the slot (or stands by, when told). */
 export async function startTestRelay(

@@ -1,5 +1,5 @@
-import { nextDelayMs } from '../delivery/retry.ts';
-import type { Attempt, Job, Outcome } from './types.ts';
+import { nextDelayMs } from './retry.ts';
+import type { Attempt, Job, Outcome } from '../domain.ts';
 
 export type RetryPolicy = { scheduleMs: readonly number[]; jitter: number; random?: () => number };
 

@@ -1,3 +1,21 @@
+// The relay's shared domain types: what flows between the pipeline's stages. Every stage imports these from
+// here and nothing of each other's, so no stage leans on the one beside it.
+
+/** One committed outbox row, as decoded from the WAL. `payload` is the jsonb text exactly as Postgres prints it. */
+export type OutboxEvent = {
+  id: string;
+  eventType: string;
+  endpointId: string | null;
+  payload: string;
+  createdAtMs: number;
+};
+
+/** A circuit breaker's state for one endpoint. */
+export type BreakerState = 'closed' | 'open' | 'half-open';
+
+/** Replication role of this process, for readiness and metrics. */
+export type StreamState = 'starting' | 'streaming' | 'standby' | 'failed' | 'stopped';
+
 /** A delivery this process holds a lease on, with everything needed to send it. */
 export type Job = {
   deliveryId: string;

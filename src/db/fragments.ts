@@ -1,0 +1,55 @@
+// SQL pieces more than one stage shares: the rules they encode (who subscribes, when a row is due, what a job
+// needs of its endpoint) must read the same everywhere. slonik fragments only: values stay bound parameters.
+import { sql, type FragmentSqlToken } from 'slonik';
+import { z } from 'zod';
+
+/**
+ * A whole number written into the SQL text itself (`LIMIT '500'`), so the statement is always planned for that
+ * value: a generic plan of the claim with `LIMIT $1` took 53 ms per claim (see DESIGN, traps).
+ */
+export function literalInt(n: number): FragmentSqlToken {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`expected a non-negative integer, got ${n}`);
+  return sql.literalValue(String(n));
+}
+
+/** `ms` milliseconds before now, on the database clock (never the relay's). */
+export const ago = (ms: number) => sql.fragment`now() - ${ms}::bigint * interval '1 millisecond'`;
+
+/** A lease's end, on the database clock. */
+export const leaseUntil = (leaseMs: number) => sql.fragment`now() + ${leaseMs}::int * interval '1 millisecond'`;
+
+/**
+ * When a pending delivery is next due: after `delay`, or never while its endpoint is disabled (parked; the
+ * endpoints trigger makes it due when the endpoint is enabled). Keeps parked rows outside the claim's range.
+ */
+export const dueAfter = (endpointId: FragmentSqlToken, delay: FragmentSqlToken) => sql.fragment`
+  CASE WHEN (SELECT ep.enabled FROM webhooks.endpoints ep WHERE ep.id = ${endpointId})
+       THEN now() + ${delay} ELSE 'infinity'::timestamptz END`;
+
+/** What a delivery needs of its endpoint `ep`, read when it is claimed so URL and secret changes apply at once. */
+export const endpointColumns = sql.fragment`
+  ep.url,
+  CASE WHEN ep.previous_secret_expires_at > now() THEN ARRAY[ep.secret, ep.previous_secret]
+       ELSE ARRAY[ep.secret] END AS secrets,
+  ep.max_in_flight AS "maxInFlight", ep.rate_limit_per_second AS "ratePerSecond"`;
+
+/** The zod shape of `endpointColumns`. */
+export const EndpointFields = {
+  url: z.string(),
+  secrets: z.array(z.string()),
+  maxInFlight: z.number().nullable(),
+  ratePerSecond: z.number().nullable(),
+};
+
+/**
+ * Which endpoints `ep` receive an event `ev` (with endpoint_id, event_type): the targeted endpoint, else every
+ * endpoint whose event_types match (NULL = all). Disabled endpoints included: their deliveries are created
+ * parked (see `firstAttemptAt`) and go out when the endpoint is enabled again, so an endpoint the relay
+ * disabled for a while (410, sustained failure) misses nothing. Shared by fan-out and repair.
+ */
+export const subscribes = sql.fragment`CASE
+  WHEN ev.endpoint_id IS NOT NULL THEN ep.id = ev.endpoint_id
+  ELSE ep.event_types IS NULL OR ev.event_type = ANY (ep.event_types) END`;
+
+/** Due now for an enabled endpoint `ep`; parked (never due until enabled, see the endpoints trigger) otherwise. */
+export const firstAttemptAt = sql.fragment`CASE WHEN ep.enabled THEN now() ELSE 'infinity'::timestamptz END`;
