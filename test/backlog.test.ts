@@ -4,7 +4,7 @@ import { expect } from 'vitest';
 import { test } from './fixtures.ts';
 import { addEndpoint, countWhere } from './support/postgres.ts';
 import { relayEnv, scrape } from './support/relay.ts';
-import { spawnRelay, untilReady } from './support/relay-process.ts';
+import { untilReady } from './support/relay-process.ts';
 import { until } from './support/until.ts';
 
 const BACKLOG = 100_000;
@@ -18,6 +18,7 @@ async function rssMb(pid: number): Promise<number> {
 test('a backlog of 100k pending deliveries is worked through with at most SCHEDULER_CAPACITY held in memory', async ({
   db,
   receiver,
+  spawnRelay,
 }) => {
   const endpoint = await addEndpoint(db, receiver.url, { eventTypes: ['never.matches'] });
   // The backlog, written directly: outbox rows no endpoint subscribes to, plus one pending delivery each.
@@ -36,27 +37,22 @@ test('a backlog of 100k pending deliveries is worked through with at most SCHEDU
   );
   let peakRssMb = 0;
   let peakHeld = 0;
-  try {
-    await untilReady(relay);
-    const pid = relay.child.pid!;
-    const started = performance.now();
-    await until(
-      async () => {
-        peakRssMb = Math.max(peakRssMb, await rssMb(pid));
-        peakHeld = Math.max(peakHeld, await scrape(relay.httpPort()!, 'outbox_relay_scheduler_held'));
-        return (await countWhere(db, 'delivered')) === BACKLOG;
-      },
-      { what: `${BACKLOG} delivered`, timeoutMs: 150_000, intervalMs: 100 },
-    );
-    const seconds = (performance.now() - started) / 1000;
-    expect(peakHeld).toBeLessThanOrEqual(CAPACITY);
-    expect(new Set(receiver.requests.map((r) => r.headers['webhook-id'])).size).toBe(BACKLOG);
-    console.info(
-      `backlog ${BACKLOG}: drained in ${seconds.toFixed(1)} s (${Math.round(BACKLOG / seconds)}/s), ` +
-        `peak RSS ${peakRssMb.toFixed(0)} MB, peak held ${peakHeld} (capacity ${CAPACITY})`,
-    );
-  } finally {
-    relay.kill('SIGTERM');
-    await relay.exited;
-  }
+  await untilReady(relay);
+  const pid = relay.child.pid!;
+  const started = performance.now();
+  await until(
+    async () => {
+      peakRssMb = Math.max(peakRssMb, await rssMb(pid));
+      peakHeld = Math.max(peakHeld, await scrape(relay.httpPort()!, 'outbox_relay_scheduler_held'));
+      return (await countWhere(db, 'delivered')) === BACKLOG;
+    },
+    { what: `${BACKLOG} delivered`, timeoutMs: 150_000, intervalMs: 100 },
+  );
+  const seconds = (performance.now() - started) / 1000;
+  expect(peakHeld).toBeLessThanOrEqual(CAPACITY);
+  expect(new Set(receiver.requests.map((r) => r.headers['webhook-id'])).size).toBe(BACKLOG);
+  console.info(
+    `backlog ${BACKLOG}: drained in ${seconds.toFixed(1)} s (${Math.round(BACKLOG / seconds)}/s), ` +
+      `peak RSS ${peakRssMb.toFixed(0)} MB, peak held ${peakHeld} (capacity ${CAPACITY})`,
+  );
 }, 200_000);

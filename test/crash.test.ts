@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { test } from './fixtures.ts';
 import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
 import { relayEnv } from './support/relay.ts';
-import { spawnRelay, untilReady } from './support/relay-process.ts';
+import { untilReady } from './support/relay-process.ts';
 import { until } from './support/until.ts';
 
 const confirmedLsn = (db: TestDb) =>
@@ -16,6 +16,7 @@ const deliveryRows = (db: TestDb) =>
 test('SIGKILL after a fan-out commit but before the acknowledgement: the restart delivers everything, no duplicate rows', async ({
   db,
   receiver,
+  spawnRelay,
 }) => {
   await addEndpoint(db, receiver.url);
   // A long status interval holds the acknowledgement back long enough to kill the relay in between.
@@ -38,15 +39,12 @@ test('SIGKILL after a fan-out commit but before the acknowledgement: the restart
   expect((await first.exited).signal).toBe('SIGKILL');
 
   const second = spawnRelay(env);
-  try {
-    await untilReady(second);
-    await until(async () => (await countWhere(db, 'delivered')) === 51, { what: '51 delivered', timeoutMs: 30_000 });
-    expect(await deliveryRows(db)).toBe(51); // the replayed transactions hit ON CONFLICT DO NOTHING
-    const ids = new Set(receiver.requests.map((r) => r.headers['webhook-id']));
-    expect(ids.size).toBe(51);
-    await until(async () => (await confirmedLsn(db)) !== acked, { what: 'slot position advanced after replay' });
-  } finally {
-    second.kill('SIGTERM');
-    expect((await second.exited).code).toBe(0);
-  }
+  await untilReady(second);
+  await until(async () => (await countWhere(db, 'delivered')) === 51, { what: '51 delivered', timeoutMs: 30_000 });
+  expect(await deliveryRows(db)).toBe(51); // the replayed transactions hit ON CONFLICT DO NOTHING
+  const ids = new Set(receiver.requests.map((r) => r.headers['webhook-id']));
+  expect(ids.size).toBe(51);
+  await until(async () => (await confirmedLsn(db)) !== acked, { what: 'slot position advanced after replay' });
+  second.kill('SIGTERM');
+  expect((await second.exited).code).toBe(0);
 });

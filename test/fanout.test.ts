@@ -8,78 +8,70 @@ import type { Attempt } from '../src/domain.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
 import { envelopeOf, startReceiver } from './support/receiver.ts';
-import { startTestRelay } from './support/relay.ts';
 import { until } from './support/until.ts';
 
 test('fan-out follows event_types, parks deliveries of disabled endpoints and honours endpoint_id targeting', async ({
   db,
   receiver: paid,
+  startRelay,
+  onTestFinished,
 }) => {
   const [created, all, disabled] = await Promise.all([startReceiver(), startReceiver(), startReceiver()]);
-  try {
-    await addEndpoint(db, paid.url, { eventTypes: ['invoice.paid'] });
-    await addEndpoint(db, created.url, { eventTypes: ['customer.created', 'customer.deleted'] });
-    await addEndpoint(db, all.url, { eventTypes: null });
-    const off = await addEndpoint(db, disabled.url, { eventTypes: null, enabled: false });
-    const onlyPaid = await addEndpoint(db, paid.url.replace('/hooks', '/targeted'), { eventTypes: ['never.sent'] });
-    const relay = await startTestRelay(db);
-    try {
-      await insertEvents(db, [
-        { type: 'invoice.paid', payload: '{"n": 1}' },
-        { type: 'invoice.paid', payload: '{"n": 2}' },
-        { type: 'customer.created', payload: '{"n": 3}' },
-        { type: 'other.thing', payload: '{"n": 4}' },
-        // Targeted: only that endpoint, whatever its event_types say; nobody else.
-        { type: 'invoice.paid', payload: '{"n": 5}', endpointId: onlyPaid.id },
-      ]);
-      // 2 + 1 + 4 + 1 (targeted, to the paid receiver's /targeted path) = 8 deliveries in all.
-      await until(async () => (await delivered(db)) === 8, { what: '8 delivered' });
-      expect(paid.requests.map((r) => r.path).sort()).toEqual(['/hooks', '/hooks', '/targeted']);
-      expect(created.requests).toHaveLength(1);
-      expect(all.requests).toHaveLength(4);
-      expect(disabled.requests).toHaveLength(0);
-      // The disabled endpoint receives nothing, but its deliveries exist, parked until it is enabled.
-      expect(await db.pool.oneFirst(countFor(off.id))).toBe(4);
-      const targeted = paid.requests.filter((r) => envelopeOf(r).data.n === 5);
-      expect(targeted).toHaveLength(1);
-    } finally {
-      await relay.stop();
-    }
-  } finally {
+  onTestFinished(async () => {
     await Promise.all([created.close(), all.close(), disabled.close()]);
-  }
+  });
+  await addEndpoint(db, paid.url, { eventTypes: ['invoice.paid'] });
+  await addEndpoint(db, created.url, { eventTypes: ['customer.created', 'customer.deleted'] });
+  await addEndpoint(db, all.url, { eventTypes: null });
+  const off = await addEndpoint(db, disabled.url, { eventTypes: null, enabled: false });
+  const onlyPaid = await addEndpoint(db, paid.url.replace('/hooks', '/targeted'), { eventTypes: ['never.sent'] });
+  await startRelay();
+  await insertEvents(db, [
+    { type: 'invoice.paid', payload: '{"n": 1}' },
+    { type: 'invoice.paid', payload: '{"n": 2}' },
+    { type: 'customer.created', payload: '{"n": 3}' },
+    { type: 'other.thing', payload: '{"n": 4}' },
+    // Targeted: only that endpoint, whatever its event_types say; nobody else.
+    { type: 'invoice.paid', payload: '{"n": 5}', endpointId: onlyPaid.id },
+  ]);
+  // 2 + 1 + 4 + 1 (targeted, to the paid receiver's /targeted path) = 8 deliveries in all.
+  await until(async () => (await delivered(db)) === 8, { what: '8 delivered' });
+  expect(paid.requests.map((r) => r.path).sort()).toEqual(['/hooks', '/hooks', '/targeted']);
+  expect(created.requests).toHaveLength(1);
+  expect(all.requests).toHaveLength(4);
+  expect(disabled.requests).toHaveLength(0);
+  // The disabled endpoint receives nothing, but its deliveries exist, parked until it is enabled.
+  expect(await db.pool.oneFirst(countFor(off.id))).toBe(4);
+  const targeted = paid.requests.filter((r) => envelopeOf(r).data.n === 5);
+  expect(targeted).toHaveLength(1);
 });
 
-test('a row inserted in a rolled-back transaction is never delivered', async ({ db, receiver }) => {
+test('a row inserted in a rolled-back transaction is never delivered', async ({ db, receiver, startRelay }) => {
   await addEndpoint(db, receiver.url);
-  const relay = await startTestRelay(db);
-  try {
-    await db.app.query('BEGIN');
-    await db.app.query(`INSERT INTO webhooks.outbox (event_type, payload) VALUES ('ghost', '{}')`);
-    await db.app.query('ROLLBACK');
-    const [marker] = await insertEvents(db, [{ type: 'marker', payload: '{}' }]);
-    // The stream is ordered: once the later marker is delivered, the rolled-back row had its chance.
-    await until(() => receiver.requests.some((r) => r.headers['webhook-id'] === `msg_${marker}`));
-    expect(receiver.requests.map((r) => envelopeOf(r).type)).toEqual(['marker']);
-  } finally {
-    await relay.stop();
-  }
+  await startRelay();
+  await db.app.query('BEGIN');
+  await db.app.query(`INSERT INTO webhooks.outbox (event_type, payload) VALUES ('ghost', '{}')`);
+  await db.app.query('ROLLBACK');
+  const [marker] = await insertEvents(db, [{ type: 'marker', payload: '{}' }]);
+  // The stream is ordered: once the later marker is delivered, the rolled-back row had its chance.
+  await until(() => receiver.requests.some((r) => r.headers['webhook-id'] === `msg_${marker}`));
+  expect(receiver.requests.map((r) => envelopeOf(r).type)).toEqual(['marker']);
 });
 
-test('a targeted row for a disabled endpoint waits as pending instead of being dropped', async ({ db, receiver }) => {
+test('a targeted row for a disabled endpoint waits as pending instead of being dropped', async ({
+  db,
+  receiver,
+  startRelay,
+}) => {
   const off = await addEndpoint(db, receiver.url, { enabled: false });
-  const relay = await startTestRelay(db);
-  try {
-    await insertEvents(db, [{ type: 'x', payload: '{}', endpointId: off.id }]);
-    await until(async () => (await db.pool.oneFirst(countFor(off.id))) === 1);
-    expect(
-      await db.pool.oneFirst(sql.type(z.object({ s: z.string() }))`SELECT status AS s FROM webhooks.deliveries`),
-    ).toBe('pending');
-    await db.pool.query(sql.unsafe`UPDATE webhooks.endpoints SET enabled = true WHERE id = ${off.id}`);
-    await until(() => receiver.requests.length === 1, { what: 'delivery after enabling' });
-  } finally {
-    await relay.stop();
-  }
+  await startRelay();
+  await insertEvents(db, [{ type: 'x', payload: '{}', endpointId: off.id }]);
+  await until(async () => (await db.pool.oneFirst(countFor(off.id))) === 1);
+  expect(
+    await db.pool.oneFirst(sql.type(z.object({ s: z.string() }))`SELECT status AS s FROM webhooks.deliveries`),
+  ).toBe('pending');
+  await db.pool.query(sql.unsafe`UPDATE webhooks.endpoints SET enabled = true WHERE id = ${off.id}`);
+  await until(() => receiver.requests.length === 1, { what: 'delivery after enabling' });
 });
 
 // Fan-out against the real scheduler and database, without a stream: `attempt` decides whether places free up.

@@ -3,8 +3,8 @@ import { expect } from 'vitest';
 import { z } from 'zod';
 import { test } from './fixtures.ts';
 import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
-import { relayEnv, scrape, startTestRelay } from './support/relay.ts';
-import { spawnRelay, untilReady } from './support/relay-process.ts';
+import { relayEnv, scrape } from './support/relay.ts';
+import { untilReady } from './support/relay-process.ts';
 import { until } from './support/until.ts';
 
 const Row = z.object({
@@ -23,41 +23,37 @@ const failedAttempts = (db: TestDb) =>
 test('a relay frozen (SIGSTOP) past its lease: a peer reclaims; resumed, its late writes change nothing and it aborts', async ({
   db,
   receiver,
+  startRelay,
+  spawnRelay,
 }) => {
   await addEndpoint(db, receiver.url);
   receiver.reply((_req, i) => (i === 0 ? 'hang' : { status: 204 }));
   const env = { LEASE: '3s', HEARTBEAT_INTERVAL: '500ms', REQUEST_TIMEOUT: '1500ms', SWEEP_INTERVAL: '200ms' };
   const frozen = spawnRelay(relayEnv(db, env));
   await untilReady(frozen);
-  const peer = await startTestRelay(db, env, 'standby');
-  try {
-    const [id] = await insertEvents(db, [{ type: 'x', payload: '{}' }]);
-    await until(() => receiver.requests.length === 1, { what: 'the first request in flight' });
-    frozen.kill('SIGSTOP');
-    // The lease runs out on the database clock; the peer's sweep reclaims and delivers.
-    await until(async () => (await rows(db))[0]?.status === 'delivered', { what: 'peer delivered', timeoutMs: 15_000 });
-    const afterPeer = await rows(db);
-    expect(afterPeer).toEqual([{ outboxId: id, status: 'delivered', attempts: 2, leaseOwner: null }]);
-    frozen.kill('SIGCONT');
-    // Resumed: its request times out or is aborted, its outcome write finds the lease gone and changes nothing.
-    await until(() => receiver.requests[0]!.state === 'aborted', { what: 'the frozen relay dropped its request' });
-    await until(async () => (await scrape(portOf(frozen), 'outbox_relay_deliveries_total')) === 1, {
-      what: 'the frozen relay recorded its attempt as finished',
-    });
-    expect(await rows(db)).toEqual(afterPeer);
-    expect(await failedAttempts(db)).toBe(0); // the late failure was not logged against the peer's delivery
-    expect(receiver.requests).toHaveLength(2);
-  } finally {
-    frozen.kill('SIGCONT');
-    frozen.kill('SIGTERM');
-    await frozen.exited;
-    await peer.stop();
-  }
+  await startRelay(env, 'standby');
+  const [id] = await insertEvents(db, [{ type: 'x', payload: '{}' }]);
+  await until(() => receiver.requests.length === 1, { what: 'the first request in flight' });
+  frozen.kill('SIGSTOP');
+  // The lease runs out on the database clock; the peer's sweep reclaims and delivers.
+  await until(async () => (await rows(db))[0]?.status === 'delivered', { what: 'peer delivered', timeoutMs: 15_000 });
+  const afterPeer = await rows(db);
+  expect(afterPeer).toEqual([{ outboxId: id, status: 'delivered', attempts: 2, leaseOwner: null }]);
+  frozen.kill('SIGCONT');
+  // Resumed: its request times out or is aborted, its outcome write finds the lease gone and changes nothing.
+  await until(() => receiver.requests[0]!.state === 'aborted', { what: 'the frozen relay dropped its request' });
+  await until(async () => (await scrape(portOf(frozen), 'outbox_relay_deliveries_total')) === 1, {
+    what: 'the frozen relay recorded its attempt as finished',
+  });
+  expect(await rows(db)).toEqual(afterPeer);
+  expect(await failedAttempts(db)).toBe(0); // the late failure was not logged against the peer's delivery
+  expect(receiver.requests).toHaveLength(2);
 });
 
 test('deliveries waiting behind a slow endpoint keep their leases by heartbeat and are never reclaimed', async ({
   db,
   receiver,
+  startRelay,
 }) => {
   await addEndpoint(db, receiver.url);
   receiver.reply(() => ({ status: 204, delayMs: 1_000 }));
@@ -69,27 +65,24 @@ test('deliveries waiting behind a slow endpoint keep their leases by heartbeat a
     ENDPOINT_CONCURRENCY: '1',
     SWEEP_INTERVAL: '100ms',
   };
-  const holder = await startTestRelay(db, env);
-  const peer = await startTestRelay(db, env, 'standby');
-  try {
-    await insertEvents(
-      db,
-      Array.from({ length: 5 }, (_, i) => ({ type: 'slow', payload: `{"i":${i}}` })),
-    );
-    await until(async () => (await countWhere(db, 'delivered')) === 5, { what: '5 delivered', timeoutMs: 20_000 });
-    expect(receiver.requests).toHaveLength(5);
-    expect(new Set(receiver.requests.map((r) => r.headers['webhook-id'])).size).toBe(5);
-    expect((await rows(db)).map((r) => r.attempts)).toEqual([1, 1, 1, 1, 1]);
-    expect(await scrape(peer.httpPort, 'outbox_relay_sweep_reclaimed_total')).toBe(0);
-    expect(await scrape(holder.httpPort, 'outbox_relay_leases_lost_total')).toBe(0);
-  } finally {
-    await Promise.all([holder.stop(), peer.stop()]);
-  }
+  const holder = await startRelay(env);
+  const peer = await startRelay(env, 'standby');
+  await insertEvents(
+    db,
+    Array.from({ length: 5 }, (_, i) => ({ type: 'slow', payload: `{"i":${i}}` })),
+  );
+  await until(async () => (await countWhere(db, 'delivered')) === 5, { what: '5 delivered', timeoutMs: 20_000 });
+  expect(receiver.requests).toHaveLength(5);
+  expect(new Set(receiver.requests.map((r) => r.headers['webhook-id'])).size).toBe(5);
+  expect((await rows(db)).map((r) => r.attempts)).toEqual([1, 1, 1, 1, 1]);
+  expect(await scrape(peer.httpPort, 'outbox_relay_sweep_reclaimed_total')).toBe(0);
+  expect(await scrape(holder.httpPort, 'outbox_relay_leases_lost_total')).toBe(0);
 });
 
 test('kill -9 mid-request: a restart redelivers everything; duplicates only for the requests that were in flight', async ({
   db,
   receiver,
+  spawnRelay,
 }) => {
   await addEndpoint(db, receiver.url);
   receiver.reply(() => ({ status: 204, delayMs: 800 }));
@@ -112,26 +105,22 @@ test('kill -9 mid-request: a restart redelivers everything; duplicates only for 
   const inFlightAtKill = new Set(
     receiver.requests.filter((r) => r.state !== 'answered').map((r) => r.headers['webhook-id']),
   );
-  const second = spawnRelay(env);
-  try {
-    await until(async () => (await countWhere(db, 'delivered')) === 50, { what: '50 delivered', timeoutMs: 30_000 });
-    const recoveredMs = performance.now() - killedAt;
-    const counts = new Map<unknown, number>();
-    for (const r of receiver.requests)
-      counts.set(r.headers['webhook-id'], (counts.get(r.headers['webhook-id']) ?? 0) + 1);
-    for (const id of ids) expect(counts.get(`msg_${id}`)).toBeGreaterThanOrEqual(1);
-    const duplicated = [...counts].filter(([, n]) => n > 1).map(([id]) => id);
-    for (const id of duplicated) expect(inFlightAtKill).toContain(id);
-    console.info(`kill -9 → all redelivered in ${Math.round(recoveredMs)} ms (LEASE 3s, SWEEP_INTERVAL 200ms)`);
-  } finally {
-    second.kill('SIGTERM');
-    await second.exited;
-  }
+  spawnRelay(env); // the restart
+  await until(async () => (await countWhere(db, 'delivered')) === 50, { what: '50 delivered', timeoutMs: 30_000 });
+  const recoveredMs = performance.now() - killedAt;
+  const counts = new Map<unknown, number>();
+  for (const r of receiver.requests)
+    counts.set(r.headers['webhook-id'], (counts.get(r.headers['webhook-id']) ?? 0) + 1);
+  for (const id of ids) expect(counts.get(`msg_${id}`)).toBeGreaterThanOrEqual(1);
+  const duplicated = [...counts].filter(([, n]) => n > 1).map(([id]) => id);
+  for (const id of duplicated) expect(inFlightAtKill).toContain(id);
+  console.info(`kill -9 → all redelivered in ${Math.round(recoveredMs)} ms (LEASE 3s, SWEEP_INTERVAL 200ms)`);
 });
 
 test('SIGTERM with 20 requests in flight: they finish, unstarted leases are released at once, exit 0 within the grace', async ({
   db,
   receiver,
+  spawnRelay,
 }) => {
   await addEndpoint(db, receiver.url);
   receiver.reply(() => ({ status: 204, delayMs: 1_000 }));

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { parseSecret } from '../src/signing/sign.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, countWhere, insertEvents, newSecret, withAdmin, type TestDb } from './support/postgres.ts';
-import { relayEnv, startTestRelay } from './support/relay.ts';
+import { relayEnv } from './support/relay.ts';
 import { spawnRelay } from './support/relay-process.ts';
 import { until } from './support/until.ts';
 
@@ -335,46 +335,43 @@ test('status --json reports slot, counts, oldest due and parked deliveries, endp
 test('replay moves dead deliveries back to pending and the fixed receiver gets them; dry run moves nothing', async ({
   db,
   receiver,
+  startRelay,
 }) => {
   const { id } = await addEndpoint(db, receiver.url, { eventTypes: ['order.paid'] });
   const other = await addEndpoint(db, `${receiver.url}/other`, { eventTypes: ['never'] });
   const untouched = await seed(db, { endpointId: other.id, status: 'dead' });
   let fixed = false;
   receiver.reply(() => ({ status: fixed ? 204 : 500 }));
-  const relay = await startTestRelay(db, { RETRY_SCHEDULE: '100ms' });
-  try {
-    const events = await insertEvents(
-      db,
-      [1, 2, 3].map((i) => ({ type: 'order.paid', payload: `{"i":${i}}` })),
-    );
-    await until(async () => (await countWhere(db, 'dead')) === 4, { what: '3 deliveries dead' });
-    expect(receiver.requests).toHaveLength(6); // two attempts each
-    fixed = true;
+  await startRelay({ RETRY_SCHEDULE: '100ms' });
+  const events = await insertEvents(
+    db,
+    [1, 2, 3].map((i) => ({ type: 'order.paid', payload: `{"i":${i}}` })),
+  );
+  await until(async () => (await countWhere(db, 'dead')) === 4, { what: '3 deliveries dead' });
+  expect(receiver.requests).toHaveLength(6); // two attempts each
+  fixed = true;
 
-    const refused = await cli(db, ['replay']);
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain('--all');
-    const dry = await cli(db, ['replay', '--endpoint', id, '--dry-run', '--json']);
-    expect(dry.code, dry.stderr).toBe(0);
-    expect(dry.json()).toEqual({ dryRun: true, matched: 3, parked: 0, moved: 0 });
-    expect(await countWhere(db, 'dead')).toBe(4);
+  const refused = await cli(db, ['replay']);
+  expect(refused.code).toBe(2);
+  expect(refused.stderr).toContain('--all');
+  const dry = await cli(db, ['replay', '--endpoint', id, '--dry-run', '--json']);
+  expect(dry.code, dry.stderr).toBe(0);
+  expect(dry.json()).toEqual({ dryRun: true, matched: 3, parked: 0, moved: 0 });
+  expect(await countWhere(db, 'dead')).toBe(4);
 
-    const replay = await cli(db, ['replay', '--endpoint', id, '--batch', '2', '--json']);
-    expect(replay.code, replay.stderr).toBe(0);
-    expect(replay.json()).toEqual({ dryRun: false, moved: 3, parked: 0, batches: 2 });
-    await until(async () => (await countWhere(db, 'delivered')) === 3, { what: 'replayed deliveries delivered' });
-    const after = receiver.requests.slice(6).map((r) => r.headers['webhook-id']);
-    expect(after.sort()).toEqual(events.map((e) => `msg_${e}`).sort());
-    const attempts = await db.pool.anyFirst(sql.type(z.object({ n: z.number() }))`
-      SELECT attempts AS n FROM webhooks.deliveries WHERE endpoint_id = ${id}`);
-    expect(attempts).toEqual([1, 1, 1]); // a fresh budget
-    expect(await countWhere(db, 'dead')).toBe(1); // the other endpoint's was not matched
-    const status = await db.pool.oneFirst(sql.type(z.object({ s: z.string() }))`
-      SELECT status AS s FROM webhooks.deliveries WHERE id = ${untouched.id}`);
-    expect(status).toBe('dead');
-    const none = await cli(db, ['replay', '--endpoint', id, '--json']);
-    expect(none.json()).toEqual({ dryRun: false, moved: 0, parked: 0, batches: 1 });
-  } finally {
-    await relay.stop();
-  }
+  const replay = await cli(db, ['replay', '--endpoint', id, '--batch', '2', '--json']);
+  expect(replay.code, replay.stderr).toBe(0);
+  expect(replay.json()).toEqual({ dryRun: false, moved: 3, parked: 0, batches: 2 });
+  await until(async () => (await countWhere(db, 'delivered')) === 3, { what: 'replayed deliveries delivered' });
+  const after = receiver.requests.slice(6).map((r) => r.headers['webhook-id']);
+  expect(after.sort()).toEqual(events.map((e) => `msg_${e}`).sort());
+  const attempts = await db.pool.anyFirst(sql.type(z.object({ n: z.number() }))`
+    SELECT attempts AS n FROM webhooks.deliveries WHERE endpoint_id = ${id}`);
+  expect(attempts).toEqual([1, 1, 1]); // a fresh budget
+  expect(await countWhere(db, 'dead')).toBe(1); // the other endpoint's was not matched
+  const status = await db.pool.oneFirst(sql.type(z.object({ s: z.string() }))`
+    SELECT status AS s FROM webhooks.deliveries WHERE id = ${untouched.id}`);
+  expect(status).toBe('dead');
+  const none = await cli(db, ['replay', '--endpoint', id, '--json']);
+  expect(none.json()).toEqual({ dryRun: false, moved: 0, parked: 0, batches: 1 });
 });

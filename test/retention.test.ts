@@ -4,7 +4,6 @@ import { createDatabasePool } from '../src/db/pool.ts';
 import { retentionPass, runRetention, type RetentionDeps } from '../src/retention/retention.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
-import { startTestRelay } from './support/relay.ts';
 import { until } from './support/until.ts';
 
 const HOUR_MS = 3_600_000;
@@ -200,6 +199,7 @@ test('two replicas running retention at once delete each old row once, and neith
 test('retention runs while deliveries flow: every event arrives, young rows stay, old rows go', async ({
   db,
   receiver,
+  startRelay,
 }) => {
   // Old history on an endpoint that no longer receives anything (disabled: the claim loop leaves it alone).
   // (Subscribed to a retired event type: disabled endpoints still get parked deliveries of events they match.)
@@ -209,7 +209,7 @@ test('retention runs while deliveries flow: every event arrives, young rows stay
   for (let i = 0; i < 5; i++) await event(db, '9 days', [{ endpointId: gone, status: 'dead', updated: '8 days' }]);
   const stuck = await event(db, '30 days', [{ endpointId: gone, status: 'pending', updated: '30 days' }]);
   await addEndpoint(db, receiver.url, { eventTypes: ['live.event'] });
-  const relay = await startTestRelay(db);
+  await startRelay();
   const { deps, errors, tally } = retention(db, { batch: 7, intervalMs: 5 });
   const stop = new AbortController();
   const loop = runRetention(deps, stop.signal);
@@ -240,7 +240,6 @@ test('retention runs while deliveries flow: every event arrives, young rows stay
   } finally {
     stop.abort();
     await loop;
-    await relay.stop();
   }
 
   expect(new Set(receiver.requests.map((r) => r.headers['webhook-id'])).size).toBe(200);

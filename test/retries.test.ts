@@ -4,7 +4,6 @@ import { expect } from 'vitest';
 import { z } from 'zod';
 import { test } from './fixtures.ts';
 import { addEndpoint, insertEvents } from './support/postgres.ts';
-import { startTestRelay } from './support/relay.ts';
 import { until } from './support/until.ts';
 
 const Delivery = z.object({
@@ -32,79 +31,69 @@ const attemptsOf = (outboxId: string) => sql.type(
 test('500 twice then 200: delivered on the third attempt, same webhook-id, fresh timestamp and signature each time', async ({
   db,
   receiver,
+  startRelay,
 }) => {
   const endpoint = await addEndpoint(db, receiver.url);
   receiver.reply((_req, i) => (i < 2 ? { status: 500, body: 'try later' } : { status: 200 }));
   // No jitter and a wait just over a second, so each attempt lands in a later unix second.
-  const relay = await startTestRelay(db, { RETRY_SCHEDULE: '1100ms,1100ms,1100ms', RETRY_JITTER: '0' });
-  try {
-    const [id] = await insertEvents(db, [{ type: 'order.shipped', payload: '{"order": 7}' }]);
-    await until(async () => (await db.pool.one(deliveryOf(id!))).status === 'delivered', { what: 'delivered' });
-    expect(await db.pool.one(deliveryOf(id!))).toEqual({
-      status: 'delivered',
-      attempts: 3,
-      lastStatusCode: 200,
-      lastError: null,
-      leaseOwner: null,
-    });
-    expect(await db.pool.any(attemptsOf(id!))).toEqual([
-      { attempt: 1, statusCode: 500, error: 'HTTP 500', snippet: 'try later' },
-      { attempt: 2, statusCode: 500, error: 'HTTP 500', snippet: 'try later' },
-    ]);
-    expect(receiver.requests).toHaveLength(3);
-    const headers = receiver.requests.map((r) => r.headers as Record<string, string>);
-    expect(new Set(headers.map((h) => h['webhook-id']))).toEqual(new Set([`msg_${id}`]));
-    expect(new Set(headers.map((h) => h['webhook-timestamp'])).size).toBe(3);
-    expect(new Set(headers.map((h) => h['webhook-signature'])).size).toBe(3);
-    for (const r of receiver.requests) {
-      expect(() => new Webhook(endpoint.secret).verify(r.body, r.headers as Record<string, string>)).not.toThrow();
-    }
-    expect(new Set(receiver.requests.map((r) => r.body)).size).toBe(1); // the body itself never changes
-  } finally {
-    await relay.stop();
+  await startRelay({ RETRY_SCHEDULE: '1100ms,1100ms,1100ms', RETRY_JITTER: '0' });
+  const [id] = await insertEvents(db, [{ type: 'order.shipped', payload: '{"order": 7}' }]);
+  await until(async () => (await db.pool.one(deliveryOf(id!))).status === 'delivered', { what: 'delivered' });
+  expect(await db.pool.one(deliveryOf(id!))).toEqual({
+    status: 'delivered',
+    attempts: 3,
+    lastStatusCode: 200,
+    lastError: null,
+    leaseOwner: null,
+  });
+  expect(await db.pool.any(attemptsOf(id!))).toEqual([
+    { attempt: 1, statusCode: 500, error: 'HTTP 500', snippet: 'try later' },
+    { attempt: 2, statusCode: 500, error: 'HTTP 500', snippet: 'try later' },
+  ]);
+  expect(receiver.requests).toHaveLength(3);
+  const headers = receiver.requests.map((r) => r.headers as Record<string, string>);
+  expect(new Set(headers.map((h) => h['webhook-id']))).toEqual(new Set([`msg_${id}`]));
+  expect(new Set(headers.map((h) => h['webhook-timestamp'])).size).toBe(3);
+  expect(new Set(headers.map((h) => h['webhook-signature'])).size).toBe(3);
+  for (const r of receiver.requests) {
+    expect(() => new Webhook(endpoint.secret).verify(r.body, r.headers as Record<string, string>)).not.toThrow();
   }
+  expect(new Set(receiver.requests.map((r) => r.body)).size).toBe(1); // the body itself never changes
 });
 
 test('when the last retry fails the delivery is dead, keeping the last status, error and every attempt', async ({
   db,
   receiver,
+  startRelay,
 }) => {
   await addEndpoint(db, receiver.url);
   receiver.reply(() => ({ status: 502, body: 'bad gateway' }));
-  const relay = await startTestRelay(db, { RETRY_SCHEDULE: '100ms,100ms' });
-  try {
-    const [id] = await insertEvents(db, [{ type: 'x', payload: '{}' }]);
-    await until(async () => (await db.pool.one(deliveryOf(id!))).status === 'dead', { what: 'dead' });
-    expect(await db.pool.one(deliveryOf(id!))).toEqual({
-      status: 'dead',
-      attempts: 3,
-      lastStatusCode: 502,
-      lastError: 'HTTP 502',
-      leaseOwner: null,
-    });
-    expect((await db.pool.any(attemptsOf(id!))).map((a) => [a.attempt, a.statusCode, a.snippet])).toEqual([
-      [1, 502, 'bad gateway'],
-      [2, 502, 'bad gateway'],
-      [3, 502, 'bad gateway'],
-    ]);
-    expect(receiver.requests).toHaveLength(3);
-  } finally {
-    await relay.stop();
-  }
+  await startRelay({ RETRY_SCHEDULE: '100ms,100ms' });
+  const [id] = await insertEvents(db, [{ type: 'x', payload: '{}' }]);
+  await until(async () => (await db.pool.one(deliveryOf(id!))).status === 'dead', { what: 'dead' });
+  expect(await db.pool.one(deliveryOf(id!))).toEqual({
+    status: 'dead',
+    attempts: 3,
+    lastStatusCode: 502,
+    lastError: 'HTTP 502',
+    leaseOwner: null,
+  });
+  expect((await db.pool.any(attemptsOf(id!))).map((a) => [a.attempt, a.statusCode, a.snippet])).toEqual([
+    [1, 502, 'bad gateway'],
+    [2, 502, 'bad gateway'],
+    [3, 502, 'bad gateway'],
+  ]);
+  expect(receiver.requests).toHaveLength(3);
 });
 
-test('a redirect is a failed attempt and is never followed', async ({ db, receiver }) => {
+test('a redirect is a failed attempt and is never followed', async ({ db, receiver, startRelay }) => {
   await addEndpoint(db, receiver.url);
   receiver.reply((req) =>
     req.path === '/hooks' ? { status: 307, headers: { location: '/elsewhere' } } : { status: 200 },
   );
-  const relay = await startTestRelay(db, { RETRY_SCHEDULE: '100ms' });
-  try {
-    const [id] = await insertEvents(db, [{ type: 'x', payload: '{}' }]);
-    await until(async () => (await db.pool.one(deliveryOf(id!))).status === 'dead', { what: 'dead' });
-    expect((await db.pool.one(deliveryOf(id!))).lastError).toBe('redirect 307 not followed');
-    expect(receiver.requests.map((r) => r.path)).toEqual(['/hooks', '/hooks']);
-  } finally {
-    await relay.stop();
-  }
+  await startRelay({ RETRY_SCHEDULE: '100ms' });
+  const [id] = await insertEvents(db, [{ type: 'x', payload: '{}' }]);
+  await until(async () => (await db.pool.one(deliveryOf(id!))).status === 'dead', { what: 'dead' });
+  expect((await db.pool.one(deliveryOf(id!))).lastError).toBe('redirect 307 not followed');
+  expect(receiver.requests.map((r) => r.path)).toEqual(['/hooks', '/hooks']);
 });

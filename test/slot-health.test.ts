@@ -2,12 +2,13 @@ import { expect, inject } from 'vitest';
 import { test } from './fixtures.ts';
 import { addEndpoint, countWhere, insertEvents, withAdmin } from './support/postgres.ts';
 import { relayEnv } from './support/relay.ts';
-import { spawnRelay, untilReady } from './support/relay-process.ts';
+import { untilReady } from './support/relay-process.ts';
 import { until } from './support/until.ts';
 
 test('a slot dropped while the relay was stopped: start fails loudly, readiness is red, repair recovers every delivery', async ({
   db,
   receiver,
+  spawnRelay,
 }) => {
   await addEndpoint(db, receiver.url);
   const env = relayEnv(db);
@@ -35,26 +36,24 @@ test('a slot dropped while the relay was stopped: start fails loudly, readiness 
 
   // Without it, the process stays up for health checks but is not ready, and the reason is in /readyz.
   const unready = spawnRelay({ ...env, MIGRATE_ON_START: 'false' });
-  try {
-    const body = await until(
-      async () => {
-        const port = unready.httpPort();
-        if (port === undefined) return undefined;
-        const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-        const json = (await res.json()) as { stream: string; problem?: string };
-        return res.status === 503 && json.stream === 'failed' ? json : undefined;
-      },
-      { what: 'readyz 503 with the slot problem' },
-    );
-    expect(body.problem).toContain('outbox-relay repair --since');
-    // The log line travels through a pipe; readiness can answer before it has been read.
-    await until(() => unready.logs.some((l) => l.level === 50 && String(l.msg).includes('is missing')), {
-      what: 'the missing slot logged as an error',
-    });
-  } finally {
-    unready.kill('SIGTERM');
-    await unready.exited;
-  }
+  const body = await until(
+    async () => {
+      const port = unready.httpPort();
+      if (port === undefined) return undefined;
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+      const json = (await res.json()) as { stream: string; problem?: string };
+      return res.status === 503 && json.stream === 'failed' ? json : undefined;
+    },
+    { what: 'readyz 503 with the slot problem' },
+  );
+  expect(body.problem).toContain('outbox-relay repair --since');
+  // The log line travels through a pipe; readiness can answer before it has been read.
+  await until(() => unready.logs.some((l) => l.level === 50 && String(l.msg).includes('is missing')), {
+    what: 'the missing slot logged as an error',
+  });
+  // Stopped here, before the repair: part of the scenario, not teardown.
+  unready.kill('SIGTERM');
+  await unready.exited;
 
   const repair = spawnRelay(env, 'repair');
   // spawnRelay runs `outbox-relay repair` without arguments: a usage error, exit 2.
@@ -67,14 +66,9 @@ test('a slot dropped while the relay was stopped: start fails loudly, readiness 
   expect(JSON.parse(twice.stdout())).toEqual({ slot: 'kept', scanned: 30, fannedOut: 0, deliveries: 0 });
 
   const after = spawnRelay(env);
-  try {
-    await untilReady(after);
-    await until(async () => (await countWhere(db, 'delivered')) === 30, { what: '30 delivered' });
-    const ids = receiver.requests.map((r) => r.headers['webhook-id']);
-    expect(ids).toHaveLength(30); // the 10 delivered before were not sent again
-    for (const id of missed) expect(ids).toContain(`msg_${id}`);
-  } finally {
-    after.kill('SIGTERM');
-    await after.exited;
-  }
+  await untilReady(after);
+  await until(async () => (await countWhere(db, 'delivered')) === 30, { what: '30 delivered' });
+  const ids = receiver.requests.map((r) => r.headers['webhook-id']);
+  expect(ids).toHaveLength(30); // the 10 delivered before were not sent again
+  for (const id of missed) expect(ids).toContain(`msg_${id}`);
 });

@@ -37,7 +37,13 @@ export async function startTestRelay(
 ): Promise<TestRelay> {
   const config = loadConfig(relayEnv(db, env));
   const relay = await startRelay(config, createLogger(config.logLevel));
-  await until(() => relay.streamState() === state, { what: `relay ${state}` });
+  try {
+    await until(() => relay.streamState() === state, { what: `relay ${state}` });
+  } catch (err) {
+    // Nobody holds this relay yet (not the caller, not the startRelay fixture): stop it here or it outlives the test.
+    await relay.stop();
+    throw err;
+  }
   return { ...relay, config };
 }
 
