@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createBreakers } from './breaker/breakers.ts';
 import { requireDatabaseUrl, type Config } from './config.ts';
-import { migrate } from './db/migrate.ts';
+import { migrate, requireSchema } from './db/migrate.ts';
 import { createDatabasePool } from './db/pool.ts';
 import { slotConfirmedLsn } from './db/slots.ts';
 import { createDeliver } from './delivery/deliver.ts';
@@ -11,7 +11,7 @@ import { createGuardedConnector } from './delivery/ssrf.ts';
 import type { StreamState } from './domain.ts';
 import { createFanOut } from './fanout/fanout.ts';
 import { createReleasers } from './lifecycle/releasers.ts';
-import { supervise, type Loop } from './lifecycle/supervise.ts';
+import { supervise, type Loop, type Stage } from './lifecycle/supervise.ts';
 import type { Logger } from './log.ts';
 import { runDbStats } from './metrics/db-stats.ts';
 import { createMetrics } from './metrics/metrics.ts';
@@ -60,6 +60,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       await createDatabasePool(databaseUrl, { maximumPoolSize: 8, applicationName: 'outbox-relay' }),
       (p) => p.end(),
     );
+    await requireSchema(pool);
     const metrics = createMetrics();
     const ssrf = {
       allowPrivateNetworks: config.allowPrivateNetworks,
@@ -121,139 +122,92 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       s.close(),
     );
 
-    const streamLoop: Loop = (signal) =>
-      runStream(
-        {
-          databaseUrl,
-          slotName: config.slotName,
-          publicationName: config.publicationName,
-          statusIntervalMs: config.statusIntervalMs,
-          idleTimeoutMs: config.streamIdleTimeoutMs,
-          fanoutBatch: config.fanoutBatch,
-          standbyRetryMs: config.standbyRetryMs,
-          log,
-          fanOut: createFanOut({
-            pool,
-            owner,
-            leaseMs: config.leaseMs,
-            roomWaitMs: config.fanoutRoomWaitMs,
-            log,
-            scheduler,
-            onFannedOut: (events, deliveries) => metrics.fannedOut(events, deliveries),
-          }),
-          confirmedLsn: async () => {
-            const lsn = await pool.maybeOneFirst(slotConfirmedLsn(config.slotName));
-            return lsn === null ? undefined : parseLsn(lsn);
-          },
-          onDurable: (lsn) => metrics.confirmedLsn.set(Number(lsn)),
-          onLag: (seconds) => metrics.replicationLagSeconds.set(seconds),
-          onState: (state, problem) => {
-            stream = { state, ...(problem === undefined ? {} : { problem }) };
-            metrics.slotHolder.set(state === 'streaming' ? 1 : 0);
-          },
-        },
-        signal,
-      );
+    const fanOut = createFanOut({
+      pool,
+      owner,
+      leaseMs: config.leaseMs,
+      roomWaitMs: config.fanoutRoomWaitMs,
+      log,
+      scheduler,
+      onFannedOut: metrics.fannedOut,
+    });
+    const confirmedLsn = async () => {
+      const lsn = await pool.maybeOneFirst(slotConfirmedLsn(config.slotName));
+      return lsn === null ? undefined : parseLsn(lsn);
+    };
+    const onState = (state: StreamState, problem?: string) => {
+      stream = { state, ...(problem === undefined ? {} : { problem }) };
+      metrics.slotHolder.set(state === 'streaming' ? 1 : 0);
+    };
+    const onReclaimed = (n: number) => {
+      metrics.sweepReclaimed.inc(n);
+      scheduler.wakeClaimer();
+    };
+    const maxAttempts = config.retryScheduleMs.length + 1;
+    const heldIds = () => [...scheduler.heldIds(), ...writer.pendingIds()];
+    const onLeaseLost = (n: number) => metrics.leasesLost.inc(n);
     const work: Record<string, Loop> = {
       ...loops,
-      stream: streamLoop,
-      claimer: (signal) =>
-        runClaimer(
+      stream: (signal) =>
+        runStream(
           {
-            pool,
-            owner,
-            leaseMs: config.leaseMs,
-            batch: config.claimBatch,
-            intervalMs: config.claimIntervalMs,
-            scheduler,
+            ...config,
+            databaseUrl,
             log,
+            fanOut,
+            confirmedLsn,
+            onState,
+            onDurable: metrics.durable,
+            onLag: metrics.lag,
           },
           signal,
         ),
-      sweep: (signal) =>
-        runSweep(
-          {
-            pool,
-            log,
-            intervalMs: config.sweepIntervalMs,
-            maxAttempts: config.retryScheduleMs.length + 1,
-            onReclaimed: (n) => {
-              metrics.sweepReclaimed.inc(n);
-              scheduler.wakeClaimer();
-            },
-          },
-          signal,
-        ),
-      stats: (signal) =>
-        runDbStats({ pool, slotName: config.slotName, intervalMs: config.statsIntervalMs, metrics, log }, signal),
+      claimer: (signal) => runClaimer({ ...config, pool, owner, scheduler, log }, signal),
+      sweep: (signal) => runSweep({ ...config, pool, log, maxAttempts, onReclaimed }, signal),
+      stats: (signal) => runDbStats({ ...config, pool, metrics, log }, signal),
     };
     // RETENTION_DELIVERED=0 turns retention off: nothing is ever deleted then.
     if (config.retentionDeliveredMs > 0) {
-      work.retention = (signal) =>
-        runRetention(
-          {
-            pool,
-            log,
-            intervalMs: config.retentionIntervalMs,
-            deliveredMaxAgeMs: config.retentionDeliveredMs,
-            deadMaxAgeMs: config.retentionDeadMs,
-            batch: config.retentionBatch,
-            onDeleted: (deleted) => metrics.retentionDeletedRows(deleted),
-          },
-          signal,
-        );
+      const retention = {
+        pool,
+        log,
+        intervalMs: config.retentionIntervalMs,
+        deliveredMaxAgeMs: config.retentionDeliveredMs,
+        deadMaxAgeMs: config.retentionDeadMs,
+        batch: config.retentionBatch,
+        onDeleted: metrics.retentionDeletedRows,
+      };
+      work.retention = (signal) => runRetention(retention, signal);
     }
+    // Stop order: the stream (final status with the durable LSN) and claims first; in-flight work settles
+    // (finished, or handed back); outcomes are written; only then do leases stop being renewed.
+    const stages: Stage[] = [
+      { loops: work, after: async () => log.info(await scheduler.settle(config.shutdownGraceMs), 'scheduler settled') },
+      {
+        loops: {
+          writer: (signal) =>
+            writer.run(signal, (w) => {
+              scheduler.written(w.count);
+              for (const endpointId of w.disabled) scheduler.park(endpointId);
+              metrics.outcomesWritten(w, scheduler.held());
+            }),
+        },
+      },
+      {
+        loops: {
+          heartbeat: (signal) => runHeartbeat({ ...config, pool, owner, scheduler, heldIds, log, onLeaseLost }, signal),
+        },
+      },
+    ];
+    const onStopping = () => {
+      stopping = true;
+      log.info({ graceMs: config.shutdownGraceMs }, 'stopping: no new claims, draining in-flight work');
+    };
 
     const run = async (signal: AbortSignal): Promise<void> => {
       log.info({ owner, httpPort: health.port, slot: config.slotName }, 'relay started');
       try {
-        // Stop order: the stream (final status with the durable LSN) and claims first; in-flight work drains;
-        // outcomes are written; only then do leases stop being renewed.
-        await supervise(
-          [
-            {
-              loops: work,
-              after: async () => {
-                const settled = await scheduler.settle(config.shutdownGraceMs);
-                log.info(settled, 'scheduler settled');
-              },
-            },
-            {
-              loops: {
-                writer: (signal) =>
-                  writer.run(signal, (w) => {
-                    scheduler.written(w.count);
-                    for (const endpointId of w.disabled) scheduler.park(endpointId);
-                    metrics.outcomesWritten(w, scheduler.held());
-                  }),
-              },
-            },
-            {
-              loops: {
-                heartbeat: (signal) =>
-                  runHeartbeat(
-                    {
-                      pool,
-                      owner,
-                      leaseMs: config.leaseMs,
-                      intervalMs: config.heartbeatIntervalMs,
-                      scheduler,
-                      heldIds: () => [...scheduler.heldIds(), ...writer.pendingIds()],
-                      log,
-                      onLeaseLost: (n) => metrics.leasesLost.inc(n),
-                    },
-                    signal,
-                  ),
-              },
-            },
-          ],
-          signal,
-          log,
-          () => {
-            stopping = true;
-            log.info({ graceMs: config.shutdownGraceMs }, 'stopping: no new claims, draining in-flight work');
-          },
-        );
+        await supervise(stages, signal, log, onStopping);
       } finally {
         await releaseAll();
         log.info('relay stopped');

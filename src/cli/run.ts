@@ -1,18 +1,22 @@
 import { loadConfig } from '../config.ts';
 import { createLogger } from '../log.ts';
-import { startRelay } from '../relay.ts';
+import { buildRelay } from '../relay.ts';
 
-/** `outbox-relay run`: owns the process signals; SIGTERM/SIGINT drain and exit 0. */
+/**
+ * `outbox-relay run`: owns the process signals. SIGTERM/SIGINT drain and exit 0; a loop that dies on its own
+ * stops the relay and the process exits 1 (main.ts prints the reason), so the orchestrator restarts it.
+ */
 export async function main(_args: string[]): Promise<number> {
   const config = loadConfig();
   const log = createLogger(config.logLevel, { workerId: config.workerId });
-  const relay = await startRelay(config, log);
-  const stop = (signal: string) => {
+  const relay = await buildRelay(config, log);
+  const stop = new AbortController();
+  const onSignal = (signal: string) => {
     log.info({ signal }, 'signal received');
-    void relay.stop();
+    stop.abort();
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
-  await relay.done;
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  await relay.run(stop.signal);
   return 0;
 }

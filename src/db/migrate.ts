@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { sql } from 'slonik';
+import { sql, type DatabasePool } from 'slonik';
 import { z } from 'zod';
 import { coerceError, isRelayError, RelayError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -84,6 +84,22 @@ async function applyFile(databaseUrl: string, version: number, file: string, tex
     throw new RelayError('MIGRATION_FAILED', `migration ${file} failed: ${coerceError(err).message}`, { cause: err });
   } finally {
     await client.end().catch(() => {});
+  }
+}
+
+/**
+ * Fails fast, with the fix, when the schema the relay needs is not there: otherwise every loop would fail and
+ * retry forever while readiness stays red with no clear reason.
+ */
+export async function requireSchema(pool: DatabasePool): Promise<void> {
+  const ready = await pool.oneFirst(
+    sql.type(z.object({ ready: z.boolean() }))`SELECT to_regclass('webhooks.deliveries') IS NOT NULL AS ready`,
+  );
+  if (!ready) {
+    throw new RelayError(
+      'SCHEMA_MISSING',
+      'schema "webhooks" is not migrated in this database: run "outbox-relay migrate", or set MIGRATE_ON_START=true',
+    );
   }
 }
 

@@ -28,7 +28,7 @@ const readStats = (slotName: string) => sql.type(Stats)`
      FROM pg_replication_slots WHERE slot_name = ${slotName})::float8 AS "retainedBytes"`;
 
 export async function runDbStats(
-  deps: { pool: DatabasePool; slotName: string; intervalMs: number; metrics: Metrics; log: Logger },
+  deps: { pool: DatabasePool; slotName: string; statsIntervalMs: number; metrics: Metrics; log: Logger },
   signal: AbortSignal,
 ): Promise<void> {
   while (!signal.aborted) {
@@ -41,6 +41,6 @@ export async function runDbStats(
     } catch (err) {
       deps.log.warn({ err }, 'reading database stats for metrics failed');
     }
-    await sleep(deps.intervalMs, undefined, { signal }).catch(() => {});
+    await sleep(deps.statsIntervalMs, undefined, { signal }).catch(() => {});
   }
 }

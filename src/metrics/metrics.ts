@@ -37,11 +37,13 @@ export function createMetrics() {
         instruments.inFlight.dec();
       }
     },
-    fannedOut(events: number, deliveries: number): void {
+    durable: (lsn: bigint): void => void instruments.confirmedLsn.set(Number(lsn)),
+    lag: (seconds: number): void => void instruments.replicationLagSeconds.set(seconds),
+    fannedOut: (events: number, deliveries: number): void => {
       instruments.eventsFannedOut.inc(events);
       instruments.deliveriesCreated.inc(deliveries);
     },
-    retentionDeletedRows({ deliveries, outbox }: { deliveries: number; outbox: number }): void {
+    retentionDeletedRows: ({ deliveries, outbox }: { deliveries: number; outbox: number }): void => {
       instruments.retentionDeleted.inc({ table: 'deliveries' }, deliveries);
       instruments.retentionDeleted.inc({ table: 'outbox' }, outbox);
     },

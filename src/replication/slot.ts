@@ -1,11 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Config } from '../config.ts';
 import type { StreamState } from '../domain.ts';
 import { isRelayError } from '../errors.ts';
 import { runWalSession, type WalSessionOptions } from './wal-stream.ts';
 
 export type StreamDeps = Omit<WalSessionOptions, 'onStreaming'> & {
   /** Base wait before a standby tries to take the slot again (jittered ±50%). */
-  standbyRetryMs: number;
+  standbyRetryMs: Config['standbyRetryMs'];
   onState: (state: StreamState, problem?: string) => void;
 };
 

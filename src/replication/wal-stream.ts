@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import type { Config } from '../config.ts';
 import { SqlState, sqlStateOf } from '../db/pg-errors.ts';
 import { slotLost } from '../db/slots.ts';
 import type { OutboxEvent } from '../domain.ts';
@@ -10,15 +11,18 @@ import { createWake } from '../util/wake.ts';
 import { createAckTracker, type StreamMessage } from './ack-tracker.ts';
 import { formatLsn, parseLsn, type Lsn } from './lsn.ts';
 
-export type WalSessionOptions = {
+/**
+ * The settings a session reads. statusIntervalMs: how often a standby status goes out even when nothing changed
+ * (keep well under wal_sender_timeout / 3); streamIdleTimeoutMs: rebuild the stream when the server has been
+ * silent this long (it sends keepalives every wal_sender_timeout / 2); fanoutBatch: rows per fan-out batch.
+ */
+export type WalSessionSettings = Pick<
+  Config,
+  'slotName' | 'publicationName' | 'statusIntervalMs' | 'streamIdleTimeoutMs' | 'fanoutBatch'
+>;
+
+export type WalSessionOptions = WalSessionSettings & {
   databaseUrl: string;
-  slotName: string;
-  publicationName: string;
-  /** How often a standby status is sent even when nothing changed (keep well under wal_sender_timeout / 3). */
-  statusIntervalMs: number;
-  /** Rebuild the stream when the server has been silent this long (it sends keepalives every wal_sender_timeout / 2). */
-  idleTimeoutMs: number;
-  fanoutBatch: number;
   log: Logger;
   /** Fans a batch out and resolves only once that work has committed. */
   fanOut: (events: OutboxEvent[]) => Promise<void>;
@@ -73,7 +77,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   const tracker = createAckTracker({
     batchRows: o.fanoutBatch,
     statusIntervalMs: o.statusIntervalMs,
-    idleTimeoutMs: o.idleTimeoutMs,
+    idleTimeoutMs: o.streamIdleTimeoutMs,
     startedAt,
     nowMs: performance.now(),
   });
@@ -147,7 +151,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
       await sleep(Math.min(o.statusIntervalMs, 1_000), undefined, { signal: stop.signal }).catch(() => {});
       if (stop.signal.aborted) return;
       if (tracker.silentTooLong(performance.now())) {
-        const seconds = Math.round(o.idleTimeoutMs / 1000);
+        const seconds = Math.round(o.streamIdleTimeoutMs / 1000);
         end(new RelayError('STREAM_FAILED', `no message from the server in ${seconds}s; rebuilding the stream`));
         return;
       }

@@ -8,20 +8,20 @@ export type ClaimerDeps = {
   pool: DatabasePool;
   owner: string;
   leaseMs: number;
-  batch: number;
-  intervalMs: number;
+  claimBatch: number;
+  claimIntervalMs: number;
   scheduler: Scheduler;
   log: Logger;
 };
 
 /**
  * Claims due pending deliveries (retries, rows fan-out had no room for, rows a sweep recovered) whenever the
- * scheduler has room: at once again while claims come back full, else every `intervalMs` or when woken.
+ * scheduler has room: at once again while claims come back full, else every `claimIntervalMs` or when woken.
  */
 export async function runClaimer(deps: ClaimerDeps, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
     let full = false;
-    const reserved = deps.scheduler.reserve(deps.batch);
+    const reserved = deps.scheduler.reserve(deps.claimBatch);
     if (reserved > 0) {
       let jobs: readonly Job[] = [];
       try {
@@ -34,6 +34,6 @@ export async function runClaimer(deps: ClaimerDeps, signal: AbortSignal): Promis
       full = jobs.length === reserved;
       if (!full) deps.scheduler.caughtUp();
     }
-    if (!full) await deps.scheduler.waitForClaim(deps.intervalMs, signal);
+    if (!full) await deps.scheduler.waitForClaim(deps.claimIntervalMs, signal);
   }
 }

@@ -9,7 +9,7 @@ export type HeartbeatDeps = {
   pool: DatabasePool;
   owner: string;
   leaseMs: number;
-  intervalMs: number;
+  heartbeatIntervalMs: number;
   scheduler: Scheduler;
   /** Every delivery this process holds a lease on: queued, in flight, or answered but not yet recorded. */
   heldIds: () => string[];
@@ -25,9 +25,9 @@ export type HeartbeatDeps = {
  */
 export async function runHeartbeat(deps: HeartbeatDeps, signal: AbortSignal): Promise<void> {
   let lastRenewedAt = performance.now();
-  const fenceAfterMs = deps.leaseMs - 2 * deps.intervalMs;
+  const fenceAfterMs = deps.leaseMs - 2 * deps.heartbeatIntervalMs;
   while (!signal.aborted) {
-    await sleep(deps.intervalMs, undefined, { signal }).catch(() => {});
+    await sleep(deps.heartbeatIntervalMs, undefined, { signal }).catch(() => {});
     if (signal.aborted) return;
     const ids = deps.heldIds();
     const startedAt = performance.now();
@@ -39,7 +39,7 @@ export async function runHeartbeat(deps: HeartbeatDeps, signal: AbortSignal): Pr
       // A black-holed connection never answers and no client-side timeout would fire: give up after one interval.
       const rows = await Promise.race([
         deps.pool.any(renewLeases(deps.owner, deps.leaseMs, ids)),
-        sleep(Math.max(deps.intervalMs, 1_000), undefined, { ref: false }).then(() => {
+        sleep(Math.max(deps.heartbeatIntervalMs, 1_000), undefined, { ref: false }).then(() => {
           throw new Error('lease renewal did not answer in time');
         }),
       ]);

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { RelayError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 
 export type Readiness = () => Promise<{ ready: boolean; detail: Record<string, unknown> }>;
@@ -42,7 +43,19 @@ export async function startHealthServer(
   });
   server.on('error', (err) => deps.log.error({ err }, 'health server error'));
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new RelayError(
+              'CONFIG_INVALID',
+              `HTTP_PORT: port ${port} is already in use; set HTTP_PORT to a free port`,
+              {
+                cause: err,
+              },
+            )
+          : err,
+      ),
+    );
     server.listen(port, () => resolve());
   });
   return {

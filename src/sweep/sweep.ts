@@ -6,7 +6,7 @@ import { reclaimExpired } from './queries.ts';
 export type SweepDeps = {
   pool: DatabasePool;
   log: Logger;
-  intervalMs: number;
+  sweepIntervalMs: number;
   maxAttempts: number;
   /** Rows went back to pending: the claim loop should look now. */
   onReclaimed: (count: number) => void;
@@ -29,6 +29,6 @@ export async function runSweep(deps: SweepDeps, signal: AbortSignal): Promise<vo
     } catch (err) {
       deps.log.error({ err }, 'sweep pass failed');
     }
-    await sleep(deps.intervalMs, undefined, { signal }).catch(() => {}); // abort ends the wait
+    await sleep(deps.sweepIntervalMs, undefined, { signal }).catch(() => {}); // abort ends the wait
   }
 }
