@@ -136,8 +136,17 @@ export function createAckTracker(o: AckTrackerOptions) {
       replyOwed = false;
       return durable;
     },
-    /** The server has been silent past the idle timeout while we were reading: the connection is dead. */
-    silentTooLong: (nowMs: number): boolean => !paused && nowMs - lastHeardAt > o.idleTimeoutMs,
+    /**
+     * The server has been silent past the idle timeout while we were reading: the connection is dead. Time spent
+     * paused is not silence (we were not reading), so the clock restarts while paused.
+     */
+    silentTooLong(nowMs: number): boolean {
+      if (paused) {
+        lastHeardAt = nowMs;
+        return false;
+      }
+      return nowMs - lastHeardAt > o.idleTimeoutMs;
+    },
     durable: (): Lsn => durable,
   };
 }

@@ -65,6 +65,8 @@ export function createFairQueue(defaultCap: number) {
         ready.delete(endpointId);
         const queue = queues.get(endpointId);
         if (queue === undefined || queue.length === 0) continue;
+        // A newer job may have lowered the cap while the endpoint waited its turn.
+        if ((activeBy.get(endpointId) ?? 0) >= capOf(endpointId)) continue;
         const untilMs = takeSlot(endpointId, nowMs);
         if (untilMs !== undefined) {
           throttled.add(endpointId);
