@@ -187,7 +187,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
         loops: {
           writer: (signal) =>
             writer.run(signal, (w) => {
-              scheduler.written(w.count);
+              scheduler.written(w.left);
               for (const endpointId of w.disabled) scheduler.park(endpointId);
               metrics.outcomesWritten(w, scheduler.held());
             }),

@@ -129,12 +129,12 @@ test('an endpoint whose rate limit is lifted is no longer throttled', () => {
 test('remove takes one queued job out, forgets it and keeps the count right', () => {
   const q = createFairQueue(10);
   for (const j of [job('a1', 'A'), job('a2', 'A'), job('b1', 'B')]) q.push(j);
-  expect(q.remove('a2')).toBe(true);
-  expect(q.remove('a2')).toBe(false);
-  expect(q.remove('nope')).toBe(false);
+  expect(q.remove('a2')?.deliveryId).toBe('a2');
+  expect(q.remove('a2')).toBeUndefined();
+  expect(q.remove('nope')).toBeUndefined();
   expect(q.queued()).toBe(2);
   expect(q.queuedIds()).toEqual(['a1', 'b1']);
-  expect(q.remove('b1')).toBe(true); // B's only job: B leaves the round-robin
+  expect(q.remove('b1')?.deliveryId).toBe('b1'); // B's only job: B leaves the round-robin
   expect(q.queued()).toBe(1);
   expect(drain(q)).toEqual(['a1']);
   expect(q.queued()).toBe(0);
@@ -144,7 +144,7 @@ test('remove does not touch a job already started', () => {
   const q = createFairQueue(10);
   q.push(job('a1', 'A'));
   expect(next(q)).toBe('a1');
-  expect(q.remove('a1')).toBe(false);
+  expect(q.remove('a1')).toBeUndefined();
   expect(q.active('A')).toBe(1);
 });
 

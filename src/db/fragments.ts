@@ -1,7 +1,6 @@
 // SQL pieces more than one stage shares: the rules they encode (who subscribes, when a row is due, what a job
 // needs of its endpoint) must read the same everywhere. slonik fragments only: values stay bound parameters.
 import { sql, type FragmentSqlToken } from 'slonik';
-import { z } from 'zod';
 
 /**
  * A whole number written into the SQL text itself (`LIMIT '500'`), so the statement is always planned for that
@@ -32,14 +31,6 @@ export const endpointColumns = sql.fragment`
   CASE WHEN ep.previous_secret_expires_at > now() THEN ARRAY[ep.secret, ep.previous_secret]
        ELSE ARRAY[ep.secret] END AS secrets,
   ep.max_in_flight AS "maxInFlight", ep.rate_limit_per_second AS "ratePerSecond"`;
-
-/** The zod shape of `endpointColumns`. */
-export const EndpointFields = {
-  url: z.string(),
-  secrets: z.array(z.string()),
-  maxInFlight: z.number().nullable(),
-  ratePerSecond: z.number().nullable(),
-};
 
 /**
  * Which endpoints `ep` receive an event `ev` (with endpoint_id, event_type): the targeted endpoint, else every

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
 import type { Job, OutboxEvent } from '../domain.ts';
+import type { Quotas } from '../scheduler/capacity.ts';
 import { fanOutBatch, type FannedOutRow } from './queries.ts';
 
 export type FanOutDeps = {
@@ -19,6 +20,8 @@ export type FanOutDeps = {
     /** Resolves when `places` are free, after `timeoutMs`, or at once once the scheduler stops accepting. */
     waitForRoom(places: number, timeoutMs: number): Promise<void>;
     accept(jobs: Job[], reserved: number): void;
+    /** Per-endpoint limits (fair shares) for the rows inserted already claimed. */
+    quotas(): Quotas;
     /** Rows were left pending: let the claim loop look now rather than at its next tick. */
     wakeClaimer(): void;
   };
@@ -107,6 +110,7 @@ async function runBatch(
         deps.owner,
         deps.leaseMs,
         reserved,
+        deps.scheduler.quotas(),
         requireVisible,
       ),
     );

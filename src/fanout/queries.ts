@@ -1,6 +1,7 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
 import { endpointColumns, firstAttemptAt, subscribes } from '../db/fragments.ts';
+import type { Quotas } from '../scheduler/capacity.ts';
 
 const FannedOut = z.object({
   visible: z.number(),
@@ -17,8 +18,9 @@ export type FannedOutRow = z.infer<typeof FannedOut>;
 
 /**
  * Fans a batch of outbox rows out to their endpoints in one statement. Idempotent: a replayed batch hits
- * ON CONFLICT and inserts nothing. The first `room` new rows of enabled endpoints are inserted already claimed
- * by `owner` (lease on the database clock), the rest stay pending for the claim loop.
+ * ON CONFLICT and inserts nothing. The first `room` new rows of enabled endpoints, each endpoint within its
+ * quota (fair share), are inserted already claimed by `owner` (lease on the database clock); the rest stay
+ * pending for the claim loop.
  *
  * The event itself comes from the WAL, never from the table. But the stream can show a commit a moment before
  * other sessions see it, and an endpoint created in that same transaction would then be missed: with
@@ -32,6 +34,7 @@ export const fanOutBatch = (
   owner: string,
   leaseMs: number,
   room: number,
+  quotas: Quotas,
   requireVisible: boolean,
 ) => sql.type(FannedOut)`
   WITH ev AS (
@@ -39,11 +42,20 @@ export const fanOutBatch = (
       WITH ORDINALITY AS e(outbox_id, event_type, endpoint_id, ord)
   ), visible AS (
     SELECT count(*)::int AS n FROM webhooks.outbox WHERE id = ANY (${sql.array(ids, 'int8')})
+  ), quota AS (
+    SELECT * FROM unnest(${sql.array(quotas.endpointIds, 'uuid')}, ${sql.array(quotas.quotas, 'int4')})
+      AS q(endpoint_id, quota)
   ), matched AS (
-    SELECT ev.outbox_id, ep.id AS endpoint_id, ep.enabled, ${firstAttemptAt} AS first_attempt_at,
-           row_number() OVER (ORDER BY ev.ord, ep.id) AS n
+    -- k: the row's place among its endpoint's rows in this batch; within the endpoint's quota it may be claimed.
+    SELECT ev.outbox_id, ep.id AS endpoint_id, ev.ord, ${firstAttemptAt} AS first_attempt_at,
+           ep.enabled AND row_number() OVER (PARTITION BY ep.id ORDER BY ev.ord)
+                          <= coalesce((SELECT q.quota FROM quota q WHERE q.endpoint_id = ep.id), ${quotas.fresh})
+             AS eligible
     FROM ev JOIN webhooks.endpoints ep ON ${subscribes}
     WHERE NOT ${requireVisible} OR (SELECT n FROM visible) = ${ids.length}
+  ), numbered AS (
+    -- The first eligible rows, in commit order, as many as there is room for, go in claimed; the rest pending.
+    SELECT *, eligible AND sum(eligible::int) OVER (ORDER BY ord, endpoint_id) <= ${room} AS claim FROM matched
   ), inserted AS (
     INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, lease_owner, lease_until, next_attempt_at)
     SELECT m.outbox_id, m.endpoint_id,
@@ -52,7 +64,7 @@ export const fanOutBatch = (
            CASE WHEN m.claim THEN ${owner} END,
            CASE WHEN m.claim THEN now() + ${leaseMs}::int * interval '1 millisecond' END,
            m.first_attempt_at
-    FROM (SELECT *, enabled AND n <= ${room} AS claim FROM matched) m
+    FROM numbered m
     ON CONFLICT (outbox_id, endpoint_id) DO NOTHING
     RETURNING d.id, d.outbox_id, d.endpoint_id, d.status
   )

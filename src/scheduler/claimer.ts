@@ -1,8 +1,8 @@
 import type { DatabasePool } from 'slonik';
-import type { Logger } from '../log.ts';
-import { claimDue } from './queries.ts';
-import type { Scheduler } from './scheduler.ts';
 import type { Job } from '../domain.ts';
+import type { Logger } from '../log.ts';
+import { claimFair, FIRST_ENDPOINT } from './queries.ts';
+import type { Scheduler } from './scheduler.ts';
 
 export type ClaimerDeps = {
   pool: DatabasePool;
@@ -14,26 +14,59 @@ export type ClaimerDeps = {
   log: Logger;
 };
 
+/** Endpoints one claim statement looks at, at most (two index descents each). */
+const ENDPOINTS_PER_CLAIM = 256;
+
 /**
  * Claims due pending deliveries (retries, rows fan-out had no room for, rows a sweep recovered) whenever the
- * scheduler has room: at once again while claims come back full, else every `claimIntervalMs` or when woken.
+ * scheduler has room, endpoint by endpoint in round-robin order and within each endpoint's fair share: at once
+ * again while claims come back full, else every `claimIntervalMs` or when woken.
  */
 export async function runClaimer(deps: ClaimerDeps, signal: AbortSignal): Promise<void> {
+  let cursor = FIRST_ENDPOINT;
   while (!signal.aborted) {
-    let full = false;
+    let again = false;
     const reserved = deps.scheduler.reserve(deps.claimBatch);
     if (reserved > 0) {
-      let jobs: readonly Job[] = [];
+      let jobs: Job[] = [];
       try {
-        jobs = await deps.pool.any(claimDue(deps.owner, deps.leaseMs, reserved));
+        const rows = await deps.pool.any(
+          claimFair(deps.owner, deps.leaseMs, reserved, deps.scheduler.quotas(), cursor, ENDPOINTS_PER_CLAIM),
+        );
+        jobs = rows.flatMap(toJob);
+        const { more, cursor: next } = rows[0] ?? { more: [], cursor: null };
+        // A claim that filled its total, or stopped before the end of the endpoint list, may find more now.
+        again = jobs.length === reserved || next !== null;
+        cursor = next ?? FIRST_ENDPOINT;
+        deps.scheduler.claimed(more, again);
       } catch (err) {
         deps.log.error({ err }, 'claiming due deliveries failed');
       } finally {
         deps.scheduler.accept(jobs, reserved);
       }
-      full = jobs.length === reserved;
-      if (!full) deps.scheduler.caughtUp();
     }
-    if (!full) await deps.scheduler.waitForClaim(deps.claimIntervalMs, signal);
+    if (!again) await deps.scheduler.waitForClaim(deps.claimIntervalMs, signal);
   }
+}
+
+/** A claim row with its job columns set, as a Job (the statement returns one row of nulls when it claimed none). */
+function toJob(row: { [K in keyof Job]: Job[K] | null }): Job[] {
+  const { deliveryId, outboxId, endpointId, attempt, eventType, payload, createdAtMs, url, secrets } = row;
+  if (deliveryId === null || outboxId === null || endpointId === null || attempt === null) return [];
+  if (eventType === null || payload === null || createdAtMs === null || url === null || secrets === null) return [];
+  return [
+    {
+      deliveryId,
+      outboxId,
+      endpointId,
+      attempt,
+      eventType,
+      payload,
+      createdAtMs,
+      url,
+      secrets,
+      maxInFlight: row.maxInFlight,
+      ratePerSecond: row.ratePerSecond,
+    },
+  ];
 }

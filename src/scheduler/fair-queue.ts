@@ -100,17 +100,17 @@ export function createFairQueue(defaultCap: number) {
       }
       makeReady(endpointId);
     },
-    /** Removes one queued (unstarted) job; false when it is not queued. */
-    remove(deliveryId: string): boolean {
+    /** Removes one queued (unstarted) job and returns it; undefined when it is not queued. */
+    remove(deliveryId: string): Job | undefined {
       for (const [endpointId, queue] of queues) {
         const index = queue.findIndex((j) => j.deliveryId === deliveryId);
         if (index < 0) continue;
-        queue.splice(index, 1);
+        const [job] = queue.splice(index, 1);
         queued--;
         if (queue.length === 0) removeQueue(endpointId);
-        return true;
+        return job;
       }
-      return false;
+      return undefined;
     },
     /** Takes back every queued job of one endpoint. */
     removeEndpoint: removeQueue,

@@ -18,8 +18,16 @@ export type OutcomeWriterDeps = {
   lingerMs?: number;
 };
 
-/** One write: `count` outcomes left memory; `written` of them still held their lease; `disabled` endpoints were just disabled. */
-export type Written = { count: number; written: number; outcomes: readonly Outcome[]; disabled: readonly string[] };
+/**
+ * One write: `left` names the endpoint of each outcome that left memory (recorded or dropped); `written` of them
+ * still held their lease; `outcomes` were recorded; `disabled` endpoints were just disabled.
+ */
+export type Written = {
+  left: readonly string[];
+  written: number;
+  outcomes: readonly Outcome[];
+  disabled: readonly string[];
+};
 
 /**
  * Batches outcome writes: while one statement runs, the next batch gathers, and each write first lingers a few
@@ -56,14 +64,14 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
         backoffMs = 100;
         if (singly > 0) singly--;
         for (const endpointId of disabled) deps.log.warn({ endpointId }, 'endpoint disabled');
-        onWritten({ count: batch.length, written, outcomes: batch, disabled });
+        onWritten({ left: batch.map((o) => o.endpointId), written, outcomes: batch, disabled });
       } catch (err) {
         const state = sqlStateOf(err);
         const dataProblem = state !== undefined && !isTransient(state); // the data, not the connection
         if (dataProblem && batch.length === 1) {
           deps.log.error({ err, deliveryId: batch[0]!.deliveryId }, 'an outcome the database rejects was dropped');
           buffer = buffer.slice(1);
-          onWritten({ count: 1, written: 0, outcomes: [], disabled: [] });
+          onWritten({ left: [batch[0]!.endpointId], written: 0, outcomes: [], disabled: [] });
           continue;
         }
         if (dataProblem) singly = batch.length;

@@ -69,7 +69,7 @@ export function createScheduler(deps: SchedulerDeps) {
       .then((attempt) => {
         inFlight.delete(job.deliveryId);
         queue.finished(job.endpointId, performance.now());
-        if (attempt.kind === 'lease-lost') release(1);
+        if (attempt.kind === 'lease-lost') release(job.endpointId, 1);
         else {
           // 410 Gone: the outcome write disables the endpoint; stop sending its queued jobs at once.
           if (attempt.kind === 'failed' && attempt.status === 410) park(job.endpointId);
@@ -80,15 +80,15 @@ export function createScheduler(deps: SchedulerDeps) {
       });
   };
 
-  const release = (count: number) => {
-    if (capacity.release(count)) claimWake.wake();
+  const release = (endpointId: string, count: number) => {
+    if (capacity.release(endpointId, count)) claimWake.wake();
     wakeRoomWaiters();
   };
 
   /** Takes queued jobs out of memory and hands their leases back. */
   const handBack = (jobs: Job[]): Promise<void> => {
     if (jobs.length === 0) return Promise.resolve();
-    capacity.release(jobs.length);
+    for (const job of jobs) capacity.release(job.endpointId, 1);
     wakeRoomWaiters();
     return deps.handBack(jobs);
   };
@@ -156,23 +156,33 @@ export function createScheduler(deps: SchedulerDeps) {
     inFlight: () => inFlight.size,
     /** Reserves up to `max` places before a claim, so concurrent claimers never overfill. */
     reserve: capacity.reserve,
+    /** Per-endpoint limits for the next claim or fan-out (fair shares). */
+    quotas: capacity.quotas,
     /** Takes claimed jobs; `reserved - jobs.length` unused places are handed back. */
     accept(jobs: readonly Job[], reserved: number): void {
-      capacity.release(reserved - jobs.length);
+      capacity.admit(
+        reserved,
+        jobs.map((j) => j.endpointId),
+      );
       for (const job of jobs) queue.push(job);
       pump();
       wakeRoomWaiters();
     },
-    /** Places freed once outcomes are durably written. */
-    written: release,
+    /** Places freed once outcomes are durably written (one endpoint id per outcome). */
+    written(endpointIds: readonly string[]): void {
+      let wake = false;
+      for (const id of endpointIds) wake = capacity.release(id, 1) || wake;
+      if (wake) claimWake.wake();
+      wakeRoomWaiters();
+    },
     /** The claim loop sleeps here until `timeoutMs` or until there is room and work may be waiting. */
     waitForClaim: (timeoutMs: number, signal: AbortSignal): Promise<void> => claimWake.wait(signal, timeoutMs),
     wakeClaimer(): void {
       capacity.markBacklog();
       if (capacity.room() > 0) claimWake.wake();
     },
-    /** After a claim returned fewer rows than asked: the table has nothing more due right now. */
-    caughtUp: capacity.caughtUp,
+    /** What a claim left behind: endpoints with due rows still, and whether the claim was cut short. */
+    claimed: capacity.claimed,
     /** Leases of in-flight and queued jobs that must be renewed. */
     heldIds: (): string[] => [...inFlight.keys(), ...queue.queuedIds()],
     /** Aborts the request of a delivery whose lease is gone, or forgets it if unstarted; its outcome will not be written. */
@@ -182,8 +192,9 @@ export function createScheduler(deps: SchedulerDeps) {
         entry.abort.abort(reason);
         return true;
       }
-      if (!queue.remove(deliveryId)) return false;
-      release(1);
+      const removed = queue.remove(deliveryId);
+      if (removed === undefined) return false;
+      release(removed.endpointId, 1);
       return true;
     },
     park,
@@ -214,7 +225,7 @@ export function createScheduler(deps: SchedulerDeps) {
     /** Self-fencing: forgets every queued job (leases may be a peer's by now) and aborts every request. */
     fence(reason: Error): number {
       const dropped = forgetQueued();
-      capacity.release(dropped.length);
+      for (const job of dropped) capacity.release(job.endpointId, 1);
       wakeRoomWaiters();
       for (const { abort } of inFlight.values()) abort.abort(reason);
       return dropped.length;
