@@ -26,6 +26,38 @@ const duration = (min: number, max: number) =>
     return ms;
   });
 
+const BYTE_UNITS = {
+  '': 1,
+  B: 1,
+  kB: 1e3,
+  KB: 1e3,
+  MB: 1e6,
+  GB: 1e9,
+  KiB: 1024,
+  MiB: 1024 ** 2,
+  GiB: 1024 ** 3,
+} as const;
+
+/** Parses `64MiB`, `512kB`, `2GB` or a bare number of bytes; returns undefined when malformed. */
+export function parseBytes(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|KiB|MiB|GiB)?\s*$/.exec(text);
+  if (match === null) return undefined;
+  return Math.round(Number(match[1]) * BYTE_UNITS[(match[2] ?? '') as keyof typeof BYTE_UNITS]);
+}
+
+const bytes = (min: number, max: number) =>
+  z.string().transform((text, ctx) => {
+    const n = parseBytes(text);
+    if (n === undefined || n < min || n > max) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected a size between ${min / 2 ** 20}MiB and ${max / 2 ** 30}GiB such as 64MiB or 512MB, got "${text}"`,
+      });
+      return z.NEVER;
+    }
+    return n;
+  });
+
 const integer = (min: number, max: number) =>
   z.string().transform((text, ctx) => {
     const n = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
@@ -104,6 +136,7 @@ const EnvSchema = z.object({
   DELIVERY_CONCURRENCY: integer(1, 10_000).default(64),
   ENDPOINT_CONCURRENCY: integer(1, 10_000).default(16),
   SCHEDULER_CAPACITY: integer(1, 1_000_000).default(2_000),
+  PAYLOAD_BUDGET: bytes(2 ** 20, 64 * 2 ** 30).default(64 * 2 ** 20),
   CLAIM_BATCH: integer(1, 10_000).default(500),
   CLAIM_INTERVAL: duration(10, 60_000).default(1_000),
   FANOUT_BATCH: integer(1, 50_000).default(2_000),
@@ -149,6 +182,8 @@ export type Config = Readonly<{
   deliveryConcurrency: number;
   endpointConcurrency: number;
   schedulerCapacity: number;
+  /** Payload bytes held in memory: a quarter for WAL rows not yet fanned out, the rest for the scheduler. */
+  payloadBudgetBytes: number;
   claimBatch: number;
   claimIntervalMs: number;
   fanoutBatch: number;
@@ -212,6 +247,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     deliveryConcurrency: e.DELIVERY_CONCURRENCY,
     endpointConcurrency: e.ENDPOINT_CONCURRENCY,
     schedulerCapacity: e.SCHEDULER_CAPACITY,
+    payloadBudgetBytes: e.PAYLOAD_BUDGET,
     claimBatch: e.CLAIM_BATCH,
     claimIntervalMs: e.CLAIM_INTERVAL,
     fanoutBatch: e.FANOUT_BATCH,

@@ -90,6 +90,8 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       }),
       (b) => b.shutdown(),
     );
+    // PAYLOAD_BUDGET: a quarter for WAL rows not yet fanned out, the rest for deliveries queued or in flight.
+    const streamBytes = Math.floor(config.payloadBudgetBytes / 4);
     const retryPolicy = { scheduleMs: config.retryScheduleMs, jitter: config.retryJitter };
     const writer = createOutcomeWriter({
       pool,
@@ -100,6 +102,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     });
     const scheduler = createScheduler({
       capacity: config.schedulerCapacity,
+      maxBytes: config.payloadBudgetBytes - streamBytes,
       concurrency: config.deliveryConcurrency,
       perEndpointConcurrency: config.endpointConcurrency,
       log,
@@ -153,6 +156,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
           {
             ...config,
             databaseUrl,
+            maxQueuedBytes: streamBytes,
             log,
             fanOut,
             confirmedLsn,
@@ -189,7 +193,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
             writer.run(signal, (w) => {
               scheduler.written(w.left);
               for (const endpointId of w.disabled) scheduler.park(endpointId);
-              metrics.outcomesWritten(w, scheduler.held());
+              metrics.outcomesWritten(w, scheduler.held(), scheduler.heldBytes());
             }),
         },
       },

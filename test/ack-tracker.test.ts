@@ -28,6 +28,7 @@ function tracker(options: Partial<AckTrackerOptions> = {}): AckTracker {
     idleTimeoutMs: 30_000,
     startedAt: 100n,
     nowMs: 0,
+    maxBytes: 1_000_000,
     ...options,
   });
 }
@@ -293,7 +294,7 @@ test('a paused stream is never silent too long', () => {
 });
 
 test('time spent paused is not silence: just after a long pause ends, the stream is not declared dead', () => {
-  const t = createAckTracker({ batchRows: 1, statusIntervalMs: 1_000, idleTimeoutMs: 10_000, startedAt: 0n, nowMs: 0 });
+  const t = tracker({ batchRows: 1, statusIntervalMs: 1_000, idleTimeoutMs: 10_000, startedAt: 0n });
   for (let i = 0; i < 4; i++) t.received({ tag: 'insert', event: event(String(i)) }, 0);
   expect(t.silentTooLong(60_000)).toBe(false); // paused for a minute
   const batch = t.take()!;
@@ -301,4 +302,40 @@ test('time spent paused is not silence: just after a long pause ends, the stream
   for (let i = 0; i < 3; i++) t.done(t.take()!, 60_000);
   expect(t.silentTooLong(60_100)).toBe(false);
   expect(t.silentTooLong(70_200)).toBe(true);
+});
+
+const big = (id: string, size: number): StreamMessage => ({
+  tag: 'insert',
+  event: { ...event(id), payload: 'x'.repeat(size) },
+});
+
+test('payload bytes pause reading long before the row count would: a few huge rows cannot fill memory', () => {
+  const t = tracker({ batchRows: 1_000, maxBytes: 1_000 });
+  expect(t.received(begin, 0)).toBe(false);
+  expect(t.received(big('1', 400), 0)).toBe(false);
+  expect(t.received(big('2', 400), 0)).toBe(false);
+  expect(t.received(big('3', 400), 0)).toBe(true); // 1,200 bytes held: pause, with 3 rows of the 4,000 allowed
+  expect(t.heldBytes()).toBe(1_200);
+});
+
+test('a batch carries at most half the byte budget, but always one row however large', () => {
+  const t = tracker({ batchRows: 1_000, maxBytes: 1_000 });
+  t.received(begin, 0);
+  t.received(big('1', 5_000), 0); // larger than the whole budget
+  t.received(big('2', 10), 0);
+  t.received(commit(200n), 0);
+  expect(t.take()!.events.map((e) => e.id)).toEqual(['1']);
+});
+
+test('reading resumes only once held bytes fall to half the budget, the batch in flight included', () => {
+  const t = tracker({ batchRows: 1_000, maxBytes: 1_000 });
+  t.received(begin, 0);
+  for (const id of ['1', '2', '3']) t.received(big(id, 400), 0); // paused at 1,200
+  const first = t.take()!; // one row: a second would pass half the budget
+  expect(first.events).toHaveLength(1);
+  expect(t.heldBytes()).toBe(1_200); // taken is still held until its fan-out is done
+  expect(t.done(first, 0).resume).toBe(false); // 800 left > 500
+  const second = t.take()!;
+  expect(t.done(second, 0).resume).toBe(true); // 400 left
+  expect(t.heldBytes()).toBe(400);
 });

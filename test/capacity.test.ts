@@ -107,3 +107,15 @@ test('stopAccepting leaves no room: reserve grants nothing and release never wak
   expect(c.reserve(3)).toBe(0);
   expect(c.release('A', 4)).toBe(false);
 });
+
+test('with large payloads the byte budget binds before the count, but one place is always free when empty', () => {
+  const c = createCapacity(1_000, 10_000);
+  expect(c.room()).toBe(9); // 10,000 bytes at the starting estimate of 1 KiB each
+  for (let i = 0; i < 100; i++) c.holdBytes(5_000); // the estimate learns the real size
+  c.dropBytes(500_000);
+  expect(c.room()).toBeLessThanOrEqual(3);
+  c.holdBytes(9_000);
+  expect(c.room()).toBe(1); // nothing held by count: a payload as large as the budget still goes, alone
+  c.admit(c.reserve(1), ['A']);
+  expect(c.room()).toBe(0);
+});

@@ -66,3 +66,11 @@ describe('loadConfig', () => {
     expect(loadConfig({ RETRY_SCHEDULE: '1s, 10s,1m' }).retryScheduleMs).toEqual([1_000, 10_000, 60_000]);
   });
 });
+
+test('PAYLOAD_BUDGET reads sizes with units and refuses what it cannot read, naming an example', () => {
+  expect(loadConfig({ PAYLOAD_BUDGET: '512MB' }).payloadBudgetBytes).toBe(512_000_000);
+  expect(loadConfig({ PAYLOAD_BUDGET: '1GiB' }).payloadBudgetBytes).toBe(2 ** 30);
+  expect(loadConfig({}).payloadBudgetBytes).toBe(64 * 2 ** 20);
+  expect(() => loadConfig({ PAYLOAD_BUDGET: 'lots' })).toThrow(/PAYLOAD_BUDGET: expected a size .* such as 64MiB/);
+  expect(() => loadConfig({ PAYLOAD_BUDGET: '10kB' })).toThrow(/PAYLOAD_BUDGET/); // below 1 MiB
+});

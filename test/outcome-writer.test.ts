@@ -45,7 +45,10 @@ const writerFor = (db: TestDb, lingerMs: number, onWritten: (count: number, writ
     log: createLogger('silent'),
     lingerMs,
   });
-  return { push: writer.push, run: (signal: AbortSignal) => writer.run(signal, (w) => onWritten(w.left.length, w.written)) };
+  return {
+    push: writer.push,
+    run: (signal: AbortSignal) => writer.run(signal, (w) => onWritten(w.left.length, w.written)),
+  };
 };
 
 test('outcomes arriving within the linger go out in one statement, and every one is recorded', async ({

@@ -21,12 +21,17 @@ export function createMetrics() {
       if (attempt.kind === 'delivered') instruments.deliveryLatency.observe((nowMs - job.createdAtMs) / 1000);
     },
     /** Outcomes were written: counted by what became of them (deferrals are not attempts). */
-    outcomesWritten(w: { outcomes: readonly Outcome[]; disabled: readonly string[] }, heldNow: number): void {
+    outcomesWritten(
+      w: { outcomes: readonly Outcome[]; disabled: readonly string[] },
+      heldNow: number,
+      heldBytesNow: number,
+    ): void {
       for (const o of w.outcomes) {
         if (!o.refund) instruments.deliveries.inc({ outcome: o.status === 'pending' ? 'retry' : o.status });
       }
       instruments.endpointsDisabled.inc(w.disabled.length);
       instruments.held.set(heldNow);
+      instruments.heldBytes.set(heldBytesNow);
     },
     /** Counts `request` in flight while it runs. */
     async tracked<T>(request: Promise<T>): Promise<T> {
@@ -98,6 +103,11 @@ function createInstruments() {
     held: new Gauge({
       name: 'outbox_relay_scheduler_held',
       help: 'Deliveries held in memory (queued, in flight, awaiting their outcome write)',
+      registers,
+    }),
+    heldBytes: new Gauge({
+      name: 'outbox_relay_scheduler_held_bytes',
+      help: 'Payload bytes (characters) of deliveries queued or in flight in memory (bounded by PAYLOAD_BUDGET)',
       registers,
     }),
     slotHolder: new Gauge({

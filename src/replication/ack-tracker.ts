@@ -11,6 +11,12 @@ export type Batch = { events: OutboxEvent[]; commitEndLsn: Lsn | undefined; comm
 export type AckTrackerOptions = {
   /** Most rows fanned out in one batch; the socket pauses at 4× this many rows queued and resumes at 1×. */
   batchRows: number;
+  /**
+   * Most payload bytes (characters) held for rows received but not yet fanned out, the batch in flight
+   * included: the socket pauses at this many and resumes at half; a batch carries at most half of it (at least
+   * one row, however large).
+   */
+  maxBytes: number;
   /** How often a standby status goes out when nothing forces one. */
   statusIntervalMs: number;
   /** Rebuild the stream after this long without a message from the server (unless we paused reading). */
@@ -38,6 +44,7 @@ type Entry = { event: OutboxEvent } | { commitEndLsn: Lsn; commitTimeMs: number 
 export function createAckTracker(o: AckTrackerOptions) {
   const queue: Entry[] = [];
   let queuedRows = 0;
+  let heldBytes = 0; // payloads queued or in the batch being fanned out
   let inTransaction = false;
   let busy = false; // a batch is being fanned out
   let paused = false;
@@ -65,11 +72,12 @@ export function createAckTracker(o: AckTrackerOptions) {
       if (msg.tag === 'insert') {
         queue.push({ event: msg.event });
         queuedRows++;
+        heldBytes += msg.event.payload.length;
       } else {
         inTransaction = false;
         queue.push({ commitEndLsn: msg.endLsn, commitTimeMs: msg.timeMs });
       }
-      if (queuedRows >= highWater && !paused) {
+      if ((queuedRows >= highWater || heldBytes >= o.maxBytes) && !paused) {
         paused = true;
         return true;
       }
@@ -89,10 +97,16 @@ export function createAckTracker(o: AckTrackerOptions) {
       let commitEndLsn: Lsn | undefined;
       let commitTimeMs: number | undefined;
       let taken = 0;
+      let bytes = 0;
       for (const entry of queue) {
         if ('event' in entry) {
-          if (events.length === o.batchRows) break;
+          if (
+            events.length === o.batchRows ||
+            (events.length > 0 && bytes + entry.event.payload.length > o.maxBytes / 2)
+          )
+            break;
           events.push(entry.event);
+          bytes += entry.event.payload.length;
         } else {
           commitEndLsn = entry.commitEndLsn;
           commitTimeMs = entry.commitTimeMs;
@@ -110,8 +124,9 @@ export function createAckTracker(o: AckTrackerOptions) {
      */
     done(batch: Batch, wallNowMs: number): { resume: boolean; lagSeconds: number | undefined } {
       busy = false;
+      for (const event of batch.events) heldBytes -= event.payload.length;
       if (batch.commitEndLsn !== undefined) durable = maxLsn(durable, batch.commitEndLsn); // ack only after fan-out commits
-      const resume = paused && queuedRows <= lowWater;
+      const resume = paused && queuedRows <= lowWater && heldBytes <= o.maxBytes / 2;
       if (resume) paused = false;
       const lagSeconds =
         batch.commitTimeMs === undefined
@@ -148,6 +163,7 @@ export function createAckTracker(o: AckTrackerOptions) {
       return nowMs - lastHeardAt > o.idleTimeoutMs;
     },
     durable: (): Lsn => durable,
+    heldBytes: (): number => heldBytes,
   };
 }
 

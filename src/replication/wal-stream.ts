@@ -23,6 +23,8 @@ export type WalSessionSettings = Pick<
 
 export type WalSessionOptions = WalSessionSettings & {
   databaseUrl: string;
+  /** Payload bytes of rows received and not yet fanned out (a quarter of PAYLOAD_BUDGET). */
+  maxQueuedBytes: number;
   log: Logger;
   /** Fans a batch out and resolves only once that work has committed. */
   fanOut: (events: OutboxEvent[]) => Promise<void>;
@@ -76,6 +78,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   const startedAt = (await o.confirmedLsn().catch(() => undefined)) ?? 0n;
   const tracker = createAckTracker({
     batchRows: o.fanoutBatch,
+    maxBytes: o.maxQueuedBytes,
     statusIntervalMs: o.statusIntervalMs,
     idleTimeoutMs: o.streamIdleTimeoutMs,
     startedAt,

@@ -16,14 +16,25 @@ export type Quotas = { endpointIds: string[]; quotas: number[]; fresh: number };
  * fan-out left rows pending, a sweep recovered some); `waiting` names the endpoints a claim had to leave due
  * rows for because of their quota. The claim loop is woken when there is room worth a statement for either.
  */
-export function createCapacity(capacity: number) {
+export function createCapacity(capacity: number, maxBytes = Number.POSITIVE_INFINITY) {
   let held = 0;
+  let heldBytes = 0; // payloads of deliveries queued or in flight
+  let avgBytes = 1_024; // a moving average of payload sizes: how many places the free bytes are worth
   let accepting = true;
   let backlog = false;
   const heldBy = new Map<string, number>();
   const waiting = new Set<string>();
 
-  const room = () => (accepting ? Math.max(0, capacity - held) : 0);
+  /**
+   * Free places, by count and by bytes: with large payloads the byte budget binds first. While nothing is
+   * held at least one place is free, so a payload larger than the whole budget still goes out, alone.
+   */
+  const room = () => {
+    if (!accepting) return 0;
+    const byCount = Math.max(0, capacity - held);
+    const byBytes = Math.floor(Math.max(0, maxBytes - heldBytes) / avgBytes);
+    return Math.min(byCount, held === 0 ? Math.max(1, byBytes) : byBytes);
+  };
   const share = () => Math.max(1, Math.floor(capacity / (heldBy.size + 1)));
   const quotaOf = (endpointId: string) => Math.max(0, share() - (heldBy.get(endpointId) ?? 0));
 
@@ -68,6 +79,16 @@ export function createCapacity(capacity: number) {
       if (!accepting) return false;
       if (backlog && room() >= Math.max(1, Math.floor(capacity / 4))) return true;
       return waiting.has(endpointId) && room() > 0 && quotaOf(endpointId) >= Math.max(1, Math.floor(share() / 4));
+    },
+    heldBytes: () => heldBytes,
+    /** A job's payload entered memory. */
+    holdBytes: (bytes: number): void => {
+      heldBytes += bytes;
+      avgBytes = Math.max(64, avgBytes * 0.95 + bytes * 0.05);
+    },
+    /** A job's payload left memory (its attempt ended, or it was handed back or dropped). */
+    dropBytes: (bytes: number): void => {
+      heldBytes -= bytes;
     },
     /** Rows may be waiting in the table (fan-out left some pending, a sweep recovered some). */
     markBacklog: (): void => {

@@ -8,6 +8,8 @@ import { createFairQueue } from './fair-queue.ts';
 export type SchedulerDeps = {
   /** Most deliveries held in memory (queued + in flight + awaiting their outcome write). */
   capacity: number;
+  /** Most payload bytes (characters) held by deliveries queued or in flight. */
+  maxBytes?: number;
   /** Most requests in flight across all endpoints. */
   concurrency: number;
   /** Most requests in flight to one endpoint, so one slow receiver cannot take every worker. */
@@ -33,7 +35,7 @@ export type Scheduler = ReturnType<typeof createScheduler>;
  *                            └──► settled: handed back unstarted at shutdown
  */
 export function createScheduler(deps: SchedulerDeps) {
-  const capacity = createCapacity(deps.capacity);
+  const capacity = createCapacity(deps.capacity, deps.maxBytes);
   const queue = createFairQueue(deps.perEndpointConcurrency);
   const inFlight = new Map<string, { job: Job; abort: AbortController }>();
   const throttleTimers = new Map<string, NodeJS.Timeout>();
@@ -68,6 +70,7 @@ export function createScheduler(deps: SchedulerDeps) {
       .catch((err: unknown): Attempt => ({ kind: 'failed', error: `relay error: ${String(err)}`, durationMs: 0 }))
       .then((attempt) => {
         inFlight.delete(job.deliveryId);
+        capacity.dropBytes(job.payload.length); // the outcome carries no payload
         queue.finished(job.endpointId, performance.now());
         if (attempt.kind === 'lease-lost') release(job.endpointId, 1);
         else {
@@ -88,7 +91,10 @@ export function createScheduler(deps: SchedulerDeps) {
   /** Takes queued jobs out of memory and hands their leases back. */
   const handBack = (jobs: Job[]): Promise<void> => {
     if (jobs.length === 0) return Promise.resolve();
-    for (const job of jobs) capacity.release(job.endpointId, 1);
+    for (const job of jobs) {
+      capacity.release(job.endpointId, 1);
+      capacity.dropBytes(job.payload.length);
+    }
     wakeRoomWaiters();
     return deps.handBack(jobs);
   };
@@ -128,6 +134,7 @@ export function createScheduler(deps: SchedulerDeps) {
 
   return {
     held: capacity.held,
+    heldBytes: capacity.heldBytes,
     room: capacity.room,
     /**
      * Resolves once `places` are free (at most half the capacity is ever waited for), after `timeoutMs`, or at
@@ -164,7 +171,10 @@ export function createScheduler(deps: SchedulerDeps) {
         reserved,
         jobs.map((j) => j.endpointId),
       );
-      for (const job of jobs) queue.push(job);
+      for (const job of jobs) {
+        capacity.holdBytes(job.payload.length);
+        queue.push(job);
+      }
       pump();
       wakeRoomWaiters();
     },
@@ -194,6 +204,7 @@ export function createScheduler(deps: SchedulerDeps) {
       }
       const removed = queue.remove(deliveryId);
       if (removed === undefined) return false;
+      capacity.dropBytes(removed.payload.length);
       release(removed.endpointId, 1);
       return true;
     },
@@ -225,7 +236,10 @@ export function createScheduler(deps: SchedulerDeps) {
     /** Self-fencing: forgets every queued job (leases may be a peer's by now) and aborts every request. */
     fence(reason: Error): number {
       const dropped = forgetQueued();
-      for (const job of dropped) capacity.release(job.endpointId, 1);
+      for (const job of dropped) {
+        capacity.release(job.endpointId, 1);
+        capacity.dropBytes(job.payload.length);
+      }
       wakeRoomWaiters();
       for (const { abort } of inFlight.values()) abort.abort(reason);
       return dropped.length;

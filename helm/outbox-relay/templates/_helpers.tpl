@@ -94,6 +94,8 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
   value: {{ .Values.config.endpointConcurrency | int64 | quote }}
 - name: SCHEDULER_CAPACITY
   value: {{ .Values.config.schedulerCapacity | int64 | quote }}
+- name: PAYLOAD_BUDGET
+  value: {{ .Values.config.payloadBudget | quote }}
 - name: CLAIM_BATCH
   value: {{ .Values.config.claimBatch | int64 | quote }}
 - name: CLAIM_INTERVAL
