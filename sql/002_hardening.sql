@@ -17,3 +17,93 @@ ALTER TABLE webhooks.endpoints DROP CONSTRAINT IF EXISTS endpoint_rate_limit_pos
 ALTER TABLE webhooks.endpoints DROP CONSTRAINT IF EXISTS endpoint_rate_limit_per_second_between_0_001_and_10000;
 ALTER TABLE webhooks.endpoints ADD CONSTRAINT endpoint_rate_limit_per_second_between_0_001_and_10000
   CHECK (rate_limit_per_second BETWEEN 0.001 AND 10000);
+
+-- ---- deleting an endpoint keeps its delivery history -----------------------------------------------------------
+--
+-- Nothing is deleted except by the retention job: deleting an endpoint used to cascade to its deliveries (and
+-- their attempt log). Now the deliveries keep their endpoint_id (no foreign key, so the id outlives the row and
+-- `deliveries list --endpoint ID` still finds them); the open ones end `dead` with last_error 'endpoint deleted';
+-- retention removes them later like any dead delivery. Why not ON DELETE SET NULL: the history would lose which
+-- endpoint it was for, and endpoint_id would turn nullable for every reader.
+--
+-- What the foreign keys did besides, kept by triggers:
+-- - a delivery is never inserted for an endpoint that does not exist: fan-out and repair racing a delete skip
+--   that endpoint. The endpoint row is locked FOR KEY SHARE as the foreign key check did, so a concurrent delete
+--   waits for the insert to commit, and its trigger then sees (and ends) the new row. No open delivery of a
+--   missing endpoint ever exists, so the claim, the sweep and the outcome writes never meet one.
+-- - an outbox row naming an endpoint_id that does not exist is refused (SQLSTATE 23503, as before). An outbox
+--   row whose endpoint is deleted later no longer blocks the delete: that event simply has no one to go to.
+-- The trigger functions run as their owner (SECURITY DEFINER, fixed search_path), as the foreign keys' checks
+-- and actions did: an application role that may insert outbox rows or delete endpoints needs no rights on
+-- webhooks.deliveries, nor UPDATE on webhooks.endpoints for the FOR KEY SHARE lock.
+-- delivery_attempts keeps its ON DELETE CASCADE to deliveries: only retention deletes deliveries, and their
+-- attempt log goes with them.
+
+ALTER TABLE webhooks.deliveries DROP CONSTRAINT IF EXISTS deliveries_endpoint_id_fkey;
+ALTER TABLE webhooks.outbox DROP CONSTRAINT IF EXISTS outbox_endpoint_id_fkey;
+
+CREATE OR REPLACE FUNCTION webhooks.end_deliveries_of_deleted_endpoint() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  UPDATE webhooks.deliveries
+  SET status = 'dead', last_error = 'endpoint deleted', lease_owner = NULL, lease_until = NULL, updated_at = now()
+  WHERE endpoint_id = OLD.id AND status IN ('pending', 'delivering');
+  RETURN OLD;
+END
+$$;
+
+DROP TRIGGER IF EXISTS endpoints_end_deliveries_on_delete ON webhooks.endpoints;
+CREATE TRIGGER endpoints_end_deliveries_on_delete
+  BEFORE DELETE ON webhooks.endpoints
+  FOR EACH ROW EXECUTE FUNCTION webhooks.end_deliveries_of_deleted_endpoint();
+
+-- TRUNCATE fires no row triggers (and the foreign keys used to refuse it): end every open delivery.
+CREATE OR REPLACE FUNCTION webhooks.end_deliveries_of_truncated_endpoints() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  UPDATE webhooks.deliveries
+  SET status = 'dead', last_error = 'endpoint deleted', lease_owner = NULL, lease_until = NULL, updated_at = now()
+  WHERE status IN ('pending', 'delivering');
+  RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS endpoints_end_deliveries_on_truncate ON webhooks.endpoints;
+CREATE TRIGGER endpoints_end_deliveries_on_truncate
+  BEFORE TRUNCATE ON webhooks.endpoints
+  FOR EACH STATEMENT EXECUTE FUNCTION webhooks.end_deliveries_of_truncated_endpoints();
+
+CREATE OR REPLACE FUNCTION webhooks.skip_delivery_of_missing_endpoint() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM 1 FROM webhooks.endpoints WHERE id = NEW.endpoint_id FOR KEY SHARE;
+  IF NOT FOUND THEN
+    RETURN NULL; -- deleted meanwhile: nothing to deliver to
+  END IF;
+  RETURN NEW;
+END
+$$;
+
+DROP TRIGGER IF EXISTS deliveries_need_endpoint ON webhooks.deliveries;
+CREATE TRIGGER deliveries_need_endpoint
+  BEFORE INSERT ON webhooks.deliveries
+  FOR EACH ROW EXECUTE FUNCTION webhooks.skip_delivery_of_missing_endpoint();
+
+CREATE OR REPLACE FUNCTION webhooks.require_outbox_endpoint() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM 1 FROM webhooks.endpoints WHERE id = NEW.endpoint_id FOR KEY SHARE;
+  IF NOT FOUND THEN
+    RAISE foreign_key_violation USING
+      MESSAGE = format('webhooks.outbox.endpoint_id %s is not an endpoint', NEW.endpoint_id),
+      HINT = 'target an id from webhooks.endpoints, or leave endpoint_id NULL to fan out by event type';
+  END IF;
+  RETURN NEW;
+END
+$$;
+
+DROP TRIGGER IF EXISTS outbox_endpoint_must_exist ON webhooks.outbox;
+CREATE TRIGGER outbox_endpoint_must_exist
+  BEFORE INSERT OR UPDATE OF endpoint_id ON webhooks.outbox
+  FOR EACH ROW WHEN (NEW.endpoint_id IS NOT NULL)
+  EXECUTE FUNCTION webhooks.require_outbox_endpoint();

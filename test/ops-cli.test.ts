@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import { sql } from 'slonik';
 import { Webhook } from 'standardwebhooks';
 import { expect, inject } from 'vitest';
@@ -6,21 +5,8 @@ import { z } from 'zod';
 import { parseSecret } from '../src/signing/sign.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, countWhere, insertEvents, newSecret, withAdmin, type TestDb } from './support/postgres.ts';
-import { relayEnv } from './support/relay.ts';
-import { spawnRelay } from './support/relay-process.ts';
+import { cli } from './support/cli.ts';
 import { until } from './support/until.ts';
-
-/** Runs `outbox-relay <args>` as a child process; resolves once it exited and its output is complete. */
-async function cli(db: TestDb, args: string[], env: Record<string, string> = {}) {
-  const child = spawnRelay(relayEnv(db, env), args);
-  const [code] = (await once(child.child, 'close')) as [number | null];
-  return {
-    code,
-    stdout: child.stdout(),
-    stderr: child.stderr(),
-    json: <T = unknown>() => JSON.parse(child.stdout()) as T,
-  };
-}
 
 type EndpointOut = { id: string; secret: string };
 type StatusOut = {
@@ -356,12 +342,12 @@ test('replay moves dead deliveries back to pending and the fixed receiver gets t
   expect(refused.stderr).toContain('--all');
   const dry = await cli(db, ['replay', '--endpoint', id, '--dry-run', '--json']);
   expect(dry.code, dry.stderr).toBe(0);
-  expect(dry.json()).toEqual({ dryRun: true, matched: 3, parked: 0, moved: 0 });
+  expect(dry.json()).toEqual({ dryRun: true, matched: 3, parked: 0, moved: 0, ofDeletedEndpoints: 0 });
   expect(await countWhere(db, 'dead')).toBe(4);
 
   const replay = await cli(db, ['replay', '--endpoint', id, '--batch', '2', '--json']);
   expect(replay.code, replay.stderr).toBe(0);
-  expect(replay.json()).toEqual({ dryRun: false, moved: 3, parked: 0, batches: 2 });
+  expect(replay.json()).toEqual({ dryRun: false, moved: 3, parked: 0, batches: 2, ofDeletedEndpoints: 0 });
   await until(async () => (await countWhere(db, 'delivered')) === 3, { what: 'replayed deliveries delivered' });
   const after = receiver.requests.slice(6).map((r) => r.headers['webhook-id']);
   expect(after.sort()).toEqual(events.map((e) => `msg_${e}`).sort());
@@ -373,5 +359,5 @@ test('replay moves dead deliveries back to pending and the fixed receiver gets t
     SELECT status AS s FROM webhooks.deliveries WHERE id = ${untouched.id}`);
   expect(status).toBe('dead');
   const none = await cli(db, ['replay', '--endpoint', id, '--json']);
-  expect(none.json()).toEqual({ dryRun: false, moved: 0, parked: 0, batches: 1 });
+  expect(none.json()).toEqual({ dryRun: false, moved: 0, parked: 0, batches: 1, ofDeletedEndpoints: 0 });
 });
