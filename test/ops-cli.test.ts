@@ -361,3 +361,78 @@ test('replay moves dead deliveries back to pending and the fixed receiver gets t
   const none = await cli(db, ['replay', '--endpoint', id, '--json']);
   expect(none.json()).toEqual({ dryRun: false, moved: 0, parked: 0, batches: 1, ofDeletedEndpoints: 0 });
 });
+
+test('human output shows control and bidi characters from the database as escapes; --json keeps them exact', async ({
+  db,
+}) => {
+  const hostile = {
+    url: 'https://example.com/\x1b]0;owned\x07hooks',
+    description: 'shop\x1b[2J\nFAKE: all endpoints ok\u202e\u2066',
+    reason: 'moved\x9b31m\x7f',
+    error: 'HTTP 500 \x1b[8m',
+    eventType: 'order.\x07paid',
+  };
+  const { rows } = await db.app.query<{ id: string }>(
+    `INSERT INTO webhooks.endpoints (url, secret, description, enabled, disabled_reason, disabled_at)
+     VALUES ($1, $2, $3, false, $4, now()) RETURNING id`,
+    [hostile.url, newSecret(), hostile.description, hostile.reason],
+  );
+  const id = rows[0]!.id;
+  await seed(db, { endpointId: id, status: 'dead', eventType: hostile.eventType, error: hostile.error });
+  // Anything a terminal acts on, except the newlines between lines.
+  const unsafe = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u;
+  const outputs = [
+    await cli(db, ['endpoints', 'list']),
+    await cli(db, ['endpoints', 'show', id]),
+    await cli(db, ['status']),
+    await cli(db, ['deliveries', 'list']),
+    await cli(db, ['endpoints', 'disable', id, '--reason', 'again\x1b[5m']),
+  ];
+  for (const out of outputs) {
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).not.toMatch(unsafe);
+    expect(out.stdout).not.toMatch(/^FAKE/m);
+  }
+  const [list, show, status, deliveries, disable] = outputs.map((o) => o.stdout);
+  expect(list).toContain('https://example.com/\\x1b]0;owned\\x07hooks');
+  expect(show).toContain('shop\\x1b[2J\\x0aFAKE: all endpoints ok\\u202e\\u2066');
+  expect(show).toContain('moved\\x9b31m\\x7f');
+  expect(status).toContain('moved\\x9b31m\\x7f');
+  expect(deliveries).toContain('HTTP 500 \\x1b[8m');
+  expect(deliveries).toContain('order.\\x07paid');
+  expect(disable).toContain('again\\x1b[5m');
+
+  const json = await cli(db, ['endpoints', 'show', id, '--json']);
+  expect(json.json()).toMatchObject({
+    endpoint: { url: hostile.url, description: hostile.description, disabledReason: 'again\x1b[5m' },
+  });
+  const listed = await cli(db, ['deliveries', 'list', '--json']);
+  expect(listed.json()).toMatchObject({ deliveries: [{ eventType: hostile.eventType, lastError: hostile.error }] });
+});
+
+test('--since, --until, --keep-previous and repair --since beyond their maximum are usage errors naming it', async ({
+  db,
+  receiver,
+}) => {
+  const { id } = await addEndpoint(db, receiver.url);
+  const huge = '99999999999999999999d';
+  const infinite = `${'9'.repeat(400)}d`; // parses to Infinity
+  const cases: [string[], string][] = [
+    [['deliveries', 'list', '--since', huge], '--since: at most 36500d, got "99999999999999999999d"'],
+    [['deliveries', 'list', '--until', infinite], '--until: at most 36500d'],
+    [['replay', '--since', huge], '--since: at most 36500d'],
+    [['replay', '--until', infinite, '--dry-run'], '--until: at most 36500d'],
+    [['endpoints', 'rotate-secret', id, '--keep-previous', huge], '--keep-previous: at most 365d'],
+    [['endpoints', 'rotate-secret', id, '--keep-previous', '366d'], '--keep-previous: at most 365d, got "366d"'],
+    [['repair', '--since', infinite], '--since: at most 36500d'],
+  ];
+  for (const [args, message] of cases) {
+    const out = await cli(db, args);
+    expect(out.code, `${args.join(' ')}: ${out.stderr}`).toBe(2);
+    expect(out.stderr).toContain(message);
+    expect(out.stderr).toContain('usage: outbox-relay');
+    expect(out.stderr).not.toContain('    at '); // no stack trace
+  }
+  expect((await cli(db, ['deliveries', 'list', '--since', '36500d'])).code).toBe(0);
+  expect((await cli(db, ['endpoints', 'rotate-secret', id, '--keep-previous', '365d'])).code).toBe(0);
+});

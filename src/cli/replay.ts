@@ -51,7 +51,7 @@ export async function main(args: string[]): Promise<number> {
     endpointId: optionalUuid(values.endpoint, '--endpoint', USAGE),
     eventType: values['event-type'],
     sinceMs: durationArg(values.since, '--since', USAGE),
-    untilMs: durationArg(values.until, '--until', USAGE, true),
+    untilMs: durationArg(values.until, '--until', USAGE, { zeroOk: true }),
     ids: listArg(values.ids, '--ids', USAGE, /^[1-9]\d{0,17}$/),
   };
   if (filter.ids !== undefined && filter.ids.length > 10_000) throw usageError('--ids: at most 10000 ids', USAGE);
