@@ -4,6 +4,7 @@ import { requireDatabaseUrl, type Config } from './config.ts';
 import { migrate, requireSchema } from './db/migrate.ts';
 import { createDatabasePool } from './db/pool.ts';
 import { slotConfirmedLsn } from './db/slots.ts';
+import { createDeadLog } from './delivery/dead-log.ts';
 import { createDeliver } from './delivery/deliver.ts';
 import { createHttpClient } from './delivery/http.ts';
 import { toOutcome } from './delivery/outcome.ts';
@@ -91,6 +92,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       (b) => b.shutdown(),
     );
     const retryPolicy = { scheduleMs: config.retryScheduleMs, jitter: config.retryJitter };
+    const logDead = createDeadLog(log); // warn, at most one line per endpoint per minute
     const writer = createOutcomeWriter({
       pool,
       owner,
@@ -107,7 +109,9 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       attempt: (job, signal) => breakers.run(job.endpointId, () => metrics.tracked(deliver(job, signal))),
       finished: (job, attempt) => {
         metrics.attemptFinished(job, attempt);
-        writer.push(toOutcome(job, attempt, retryPolicy));
+        const outcome = toOutcome(job, attempt, retryPolicy);
+        logDead(job, outcome);
+        writer.push(outcome);
       },
       handBack: async (jobs) => {
         const ids = jobs.map((j) => j.deliveryId);
