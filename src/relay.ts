@@ -170,19 +170,17 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       sweep: (signal) => runSweep({ ...config, pool, log, maxAttempts, onReclaimed }, signal),
       stats: (signal) => runDbStats({ ...config, pool, metrics, log }, signal),
     };
-    // RETENTION_DELIVERED=0 turns retention off: nothing is ever deleted then.
-    if (config.retentionDeliveredMs > 0) {
-      const retention = {
-        pool,
-        log,
-        intervalMs: config.retentionIntervalMs,
-        deliveredMaxAgeMs: config.retentionDeliveredMs,
-        deadMaxAgeMs: config.retentionDeadMs,
-        batch: config.retentionBatch,
-        onDeleted: metrics.retentionDeletedRows,
-      };
-      work.retention = (signal) => runRetention(retention, signal);
-    }
+    // RETENTION_DELIVERED=0 turns deletion off (nothing is ever deleted then); the loop still clears expired secrets.
+    const retention = {
+      pool,
+      log,
+      intervalMs: config.retentionIntervalMs,
+      deliveredMaxAgeMs: config.retentionDeliveredMs,
+      deadMaxAgeMs: config.retentionDeadMs,
+      batch: config.retentionBatch,
+      onDeleted: metrics.retentionDeletedRows,
+    };
+    work.retention = (signal) => runRetention(retention, signal);
     // Stop order: the stream (final status with the durable LSN) and claims first; in-flight work settles
     // (finished, or handed back); outcomes are written; only then do leases stop being renewed.
     const stages: Stage[] = [
