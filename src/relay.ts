@@ -4,6 +4,7 @@ import { requireDatabaseUrl, type Config } from './config.ts';
 import { migrate, requireSchema } from './db/migrate.ts';
 import { createDatabasePool } from './db/pool.ts';
 import { slotConfirmedLsn } from './db/slots.ts';
+import { createDeadLog } from './delivery/dead-log.ts';
 import { createDeliver } from './delivery/deliver.ts';
 import { createHttpClient } from './delivery/http.ts';
 import { toOutcome } from './delivery/outcome.ts';
@@ -93,6 +94,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     // PAYLOAD_BUDGET: a quarter for WAL rows not yet fanned out, the rest for deliveries queued or in flight.
     const streamBytes = Math.floor(config.payloadBudgetBytes / 4);
     const retryPolicy = { scheduleMs: config.retryScheduleMs, jitter: config.retryJitter };
+    const logDead = createDeadLog(log); // warn, at most one line per endpoint per minute
     const writer = createOutcomeWriter({
       pool,
       owner,
@@ -110,7 +112,9 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       attempt: (job, signal) => breakers.run(job.endpointId, () => metrics.tracked(deliver(job, signal))),
       finished: (job, attempt) => {
         metrics.attemptFinished(job, attempt);
-        writer.push(toOutcome(job, attempt, retryPolicy));
+        const outcome = toOutcome(job, attempt, retryPolicy);
+        logDead(job, outcome);
+        writer.push(outcome);
       },
       handBack: async (jobs) => {
         const ids = jobs.map((j) => j.deliveryId);
@@ -170,19 +174,17 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       sweep: (signal) => runSweep({ ...config, pool, log, maxAttempts, onReclaimed }, signal),
       stats: (signal) => runDbStats({ ...config, pool, metrics, log }, signal),
     };
-    // RETENTION_DELIVERED=0 turns retention off: nothing is ever deleted then.
-    if (config.retentionDeliveredMs > 0) {
-      const retention = {
-        pool,
-        log,
-        intervalMs: config.retentionIntervalMs,
-        deliveredMaxAgeMs: config.retentionDeliveredMs,
-        deadMaxAgeMs: config.retentionDeadMs,
-        batch: config.retentionBatch,
-        onDeleted: metrics.retentionDeletedRows,
-      };
-      work.retention = (signal) => runRetention(retention, signal);
-    }
+    // RETENTION_DELIVERED=0 turns deletion off (nothing is ever deleted then); the loop still clears expired secrets.
+    const retention = {
+      pool,
+      log,
+      intervalMs: config.retentionIntervalMs,
+      deliveredMaxAgeMs: config.retentionDeliveredMs,
+      deadMaxAgeMs: config.retentionDeadMs,
+      batch: config.retentionBatch,
+      onDeleted: metrics.retentionDeletedRows,
+    };
+    work.retention = (signal) => runRetention(retention, signal);
     // Stop order: the stream (final status with the durable LSN) and claims first; in-flight work settles
     // (finished, or handed back); outcomes are written; only then do leases stop being renewed.
     const stages: Stage[] = [

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { sql } from 'slonik';
 import { Webhook } from 'standardwebhooks';
 import { expect } from 'vitest';
@@ -125,6 +126,36 @@ test('secrets that are not whsec_ + base64 of 24-64 bytes are rejected at insert
       db.app.query('INSERT INTO webhooks.endpoints (url, secret) VALUES ($1, $2)', ['https://example.com/h', bad]),
     ).rejects.toThrow('endpoint_secret_must_be_whsec_base64_of_24_to_64_bytes');
   }
+});
+
+test('rate_limit_per_second is refused below one request per 1000 s (its timer would overflow) and above 10000, naming the bound', async ({
+  db,
+}) => {
+  const insert = (rate: number) =>
+    db.app.query('INSERT INTO webhooks.endpoints (url, secret, rate_limit_per_second) VALUES ($1, $2, $3)', [
+      'https://example.com/h',
+      newSecret(),
+      rate,
+    ]);
+  for (const bad of [1e-7, 0.0009, 0, -1, 10_001]) {
+    await expect(insert(bad)).rejects.toThrow('endpoint_rate_limit_per_second_between_0_001_and_10000');
+  }
+  for (const good of [0.001, 0.5, 10_000]) await insert(good);
+});
+
+test('the hardening migration clamps rates already outside the bounds and is safe to run again', async ({ db }) => {
+  const migration = await readFile(new URL('../sql/002_hardening.sql', import.meta.url), 'utf8');
+  const slow = await addEndpoint(db, 'https://example.com/slow');
+  const fast = await addEndpoint(db, 'https://example.com/fast');
+  await db.app.query(`
+    ALTER TABLE webhooks.endpoints DROP CONSTRAINT endpoint_rate_limit_per_second_between_0_001_and_10000;
+    UPDATE webhooks.endpoints SET rate_limit_per_second = CASE WHEN url LIKE '%slow' THEN 1e-7 ELSE 1e6 END`);
+  await db.app.query(migration);
+  await db.app.query(migration);
+  const rates = await db.pool.anyFirst(sql.type(z.object({ rate: z.number() }))`
+    SELECT rate_limit_per_second AS rate FROM webhooks.endpoints
+    WHERE id IN (${slow.id}, ${fast.id}) ORDER BY rate_limit_per_second`);
+  expect(rates).toEqual([0.001, 10_000]);
 });
 
 test("an endpoint's max_in_flight and rate_limit_per_second bound what the relay sends it", async ({

@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import { sql } from 'slonik';
 import { Webhook } from 'standardwebhooks';
 import { expect, inject } from 'vitest';
@@ -6,21 +5,8 @@ import { z } from 'zod';
 import { parseSecret } from '../src/signing/sign.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, countWhere, insertEvents, newSecret, withAdmin, type TestDb } from './support/postgres.ts';
-import { relayEnv } from './support/relay.ts';
-import { spawnRelay } from './support/relay-process.ts';
+import { cli } from './support/cli.ts';
 import { until } from './support/until.ts';
-
-/** Runs `outbox-relay <args>` as a child process; resolves once it exited and its output is complete. */
-async function cli(db: TestDb, args: string[], env: Record<string, string> = {}) {
-  const child = spawnRelay(relayEnv(db, env), args);
-  const [code] = (await once(child.child, 'close')) as [number | null];
-  return {
-    code,
-    stdout: child.stdout(),
-    stderr: child.stderr(),
-    json: <T = unknown>() => JSON.parse(child.stdout()) as T,
-  };
-}
 
 type EndpointOut = { id: string; secret: string };
 type StatusOut = {
@@ -356,12 +342,12 @@ test('replay moves dead deliveries back to pending and the fixed receiver gets t
   expect(refused.stderr).toContain('--all');
   const dry = await cli(db, ['replay', '--endpoint', id, '--dry-run', '--json']);
   expect(dry.code, dry.stderr).toBe(0);
-  expect(dry.json()).toEqual({ dryRun: true, matched: 3, parked: 0, moved: 0 });
+  expect(dry.json()).toEqual({ dryRun: true, matched: 3, parked: 0, moved: 0, ofDeletedEndpoints: 0 });
   expect(await countWhere(db, 'dead')).toBe(4);
 
   const replay = await cli(db, ['replay', '--endpoint', id, '--batch', '2', '--json']);
   expect(replay.code, replay.stderr).toBe(0);
-  expect(replay.json()).toEqual({ dryRun: false, moved: 3, parked: 0, batches: 2 });
+  expect(replay.json()).toEqual({ dryRun: false, moved: 3, parked: 0, batches: 2, ofDeletedEndpoints: 0 });
   await until(async () => (await countWhere(db, 'delivered')) === 3, { what: 'replayed deliveries delivered' });
   const after = receiver.requests.slice(6).map((r) => r.headers['webhook-id']);
   expect(after.sort()).toEqual(events.map((e) => `msg_${e}`).sort());
@@ -373,5 +359,80 @@ test('replay moves dead deliveries back to pending and the fixed receiver gets t
     SELECT status AS s FROM webhooks.deliveries WHERE id = ${untouched.id}`);
   expect(status).toBe('dead');
   const none = await cli(db, ['replay', '--endpoint', id, '--json']);
-  expect(none.json()).toEqual({ dryRun: false, moved: 0, parked: 0, batches: 1 });
+  expect(none.json()).toEqual({ dryRun: false, moved: 0, parked: 0, batches: 1, ofDeletedEndpoints: 0 });
+});
+
+test('human output shows control and bidi characters from the database as escapes; --json keeps them exact', async ({
+  db,
+}) => {
+  const hostile = {
+    url: 'https://example.com/\x1b]0;owned\x07hooks',
+    description: 'shop\x1b[2J\nFAKE: all endpoints ok\u202e\u2066',
+    reason: 'moved\x9b31m\x7f',
+    error: 'HTTP 500 \x1b[8m',
+    eventType: 'order.\x07paid',
+  };
+  const { rows } = await db.app.query<{ id: string }>(
+    `INSERT INTO webhooks.endpoints (url, secret, description, enabled, disabled_reason, disabled_at)
+     VALUES ($1, $2, $3, false, $4, now()) RETURNING id`,
+    [hostile.url, newSecret(), hostile.description, hostile.reason],
+  );
+  const id = rows[0]!.id;
+  await seed(db, { endpointId: id, status: 'dead', eventType: hostile.eventType, error: hostile.error });
+  // Anything a terminal acts on, except the newlines between lines.
+  const unsafe = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u;
+  const outputs = [
+    await cli(db, ['endpoints', 'list']),
+    await cli(db, ['endpoints', 'show', id]),
+    await cli(db, ['status']),
+    await cli(db, ['deliveries', 'list']),
+    await cli(db, ['endpoints', 'disable', id, '--reason', 'again\x1b[5m']),
+  ];
+  for (const out of outputs) {
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).not.toMatch(unsafe);
+    expect(out.stdout).not.toMatch(/^FAKE/m);
+  }
+  const [list, show, status, deliveries, disable] = outputs.map((o) => o.stdout);
+  expect(list).toContain('https://example.com/\\x1b]0;owned\\x07hooks');
+  expect(show).toContain('shop\\x1b[2J\\x0aFAKE: all endpoints ok\\u202e\\u2066');
+  expect(show).toContain('moved\\x9b31m\\x7f');
+  expect(status).toContain('moved\\x9b31m\\x7f');
+  expect(deliveries).toContain('HTTP 500 \\x1b[8m');
+  expect(deliveries).toContain('order.\\x07paid');
+  expect(disable).toContain('again\\x1b[5m');
+
+  const json = await cli(db, ['endpoints', 'show', id, '--json']);
+  expect(json.json()).toMatchObject({
+    endpoint: { url: hostile.url, description: hostile.description, disabledReason: 'again\x1b[5m' },
+  });
+  const listed = await cli(db, ['deliveries', 'list', '--json']);
+  expect(listed.json()).toMatchObject({ deliveries: [{ eventType: hostile.eventType, lastError: hostile.error }] });
+});
+
+test('--since, --until, --keep-previous and repair --since beyond their maximum are usage errors naming it', async ({
+  db,
+  receiver,
+}) => {
+  const { id } = await addEndpoint(db, receiver.url);
+  const huge = '99999999999999999999d';
+  const infinite = `${'9'.repeat(400)}d`; // parses to Infinity
+  const cases: [string[], string][] = [
+    [['deliveries', 'list', '--since', huge], '--since: at most 36500d, got "99999999999999999999d"'],
+    [['deliveries', 'list', '--until', infinite], '--until: at most 36500d'],
+    [['replay', '--since', huge], '--since: at most 36500d'],
+    [['replay', '--until', infinite, '--dry-run'], '--until: at most 36500d'],
+    [['endpoints', 'rotate-secret', id, '--keep-previous', huge], '--keep-previous: at most 365d'],
+    [['endpoints', 'rotate-secret', id, '--keep-previous', '366d'], '--keep-previous: at most 365d, got "366d"'],
+    [['repair', '--since', infinite], '--since: at most 36500d'],
+  ];
+  for (const [args, message] of cases) {
+    const out = await cli(db, args);
+    expect(out.code, `${args.join(' ')}: ${out.stderr}`).toBe(2);
+    expect(out.stderr).toContain(message);
+    expect(out.stderr).toContain('usage: outbox-relay');
+    expect(out.stderr).not.toContain('    at '); // no stack trace
+  }
+  expect((await cli(db, ['deliveries', 'list', '--since', '36500d'])).code).toBe(0);
+  expect((await cli(db, ['endpoints', 'rotate-secret', id, '--keep-previous', '365d'])).code).toBe(0);
 });

@@ -1,9 +1,9 @@
 import { pino } from 'pino';
 import { expect } from 'vitest';
 import { createDatabasePool } from '../src/db/pool.ts';
-import { retentionPass, runRetention, type RetentionDeps } from '../src/retention/retention.ts';
+import { clearSecrets, retentionPass, runRetention, type RetentionDeps } from '../src/retention/retention.ts';
 import { test } from './fixtures.ts';
-import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
+import { addEndpoint, insertEvents, newSecret, type TestDb } from './support/postgres.ts';
 import { until } from './support/until.ts';
 
 const HOUR_MS = 3_600_000;
@@ -248,4 +248,47 @@ test('retention runs while deliveries flow: every event arrives, young rows stay
   expect(left.deliveries).toHaveLength(151);
   expect(left.deliveries).toContain(stuck.ids[0]);
   expect(errors()).toEqual([]);
+});
+
+test('a relay clears previous secrets whose rotation window ended, even with RETENTION_DELIVERED=0; live ones stay', async ({
+  db,
+  startRelay,
+}) => {
+  const expired = await addEndpoint(db, 'https://example.com/expired', { eventTypes: ['never'] });
+  const live = await addEndpoint(db, 'https://example.com/live', { eventTypes: ['never'] });
+  const previous = newSecret();
+  await db.app.query(
+    `UPDATE webhooks.endpoints SET previous_secret = $1,
+            previous_secret_expires_at = now() + CASE WHEN id = $2 THEN interval '-1 second' ELSE interval '1 hour' END`,
+    [previous, expired.id],
+  );
+  const old = await event(db, '30 days', deliveredLongAgo(live.id));
+  await startRelay({ RETENTION_DELIVERED: '0', RETENTION_INTERVAL: '1s' });
+  const previousOf = async (id: string) =>
+    (
+      await db.app.query<{ previous: string | null; expires: Date | null }>(
+        `SELECT previous_secret AS previous, previous_secret_expires_at AS expires FROM webhooks.endpoints WHERE id = $1`,
+        [id],
+      )
+    ).rows[0];
+  await until(async () => (await previousOf(expired.id))?.previous === null, { what: 'the expired secret cleared' });
+  expect(await previousOf(expired.id)).toEqual({ previous: null, expires: null });
+  expect((await previousOf(live.id))?.previous).toBe(previous);
+  expect((await remaining(db)).deliveries).toEqual(old.ids); // deletion stays off
+});
+
+test('clearSecrets clears only expired previous secrets and reports how many', async ({ db }) => {
+  const a = await addEndpoint(db, 'https://example.com/a');
+  await addEndpoint(db, 'https://example.com/b');
+  await db.app.query(
+    `UPDATE webhooks.endpoints SET previous_secret = $1, previous_secret_expires_at = now() - interval '1 minute'
+     WHERE id = $2`,
+    [newSecret(), a.id],
+  );
+  const { deps, lines } = retention(db);
+  expect(await clearSecrets(deps)).toBe(1);
+  expect(await clearSecrets(deps)).toBe(0);
+  expect(lines.map((l) => l.msg)).toEqual(['expired previous secrets cleared']);
+  const left = await db.app.query(`SELECT id FROM webhooks.endpoints WHERE previous_secret IS NOT NULL`);
+  expect(left.rowCount).toBe(0);
 });

@@ -50,7 +50,7 @@ export async function main(args: string[]): Promise<number> {
     endpointId: optionalUuid(values.endpoint, '--endpoint', USAGE),
     eventType: values['event-type'],
     sinceMs: durationArg(values.since, '--since', USAGE),
-    untilMs: durationArg(values.until, '--until', USAGE, true),
+    untilMs: durationArg(values.until, '--until', USAGE, { zeroOk: true }),
   };
   const limit = intArg(values.limit, '--limit', USAGE, 50, 1000);
   return withDatabase('deliveries', async (pool) => {

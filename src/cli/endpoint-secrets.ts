@@ -17,12 +17,14 @@ import {
   uuidArg,
   withDatabase,
 } from '../ops/args.ts';
-import { endpointJson, iso, when } from '../ops/format.ts';
+import { endpointJson, iso, printable, when } from '../ops/format.ts';
 import { insertEndpoint, rotateSecret } from '../ops/queries.ts';
 import { parseSecret } from '../signing/sign.ts';
 
 const SHOWN_ONCE = 'Store this secret now: it is not shown again (endpoints rotate-secret issues a new one).';
 const DAY_MS = 86_400_000;
+/** A previous secret kept signing for longer than a year is no longer a rotation. */
+const KEEP_PREVIOUS_MAX_MS = 365 * DAY_MS;
 
 /** A new secret: `whsec_` + base64 of 32 random bytes, what the standardwebhooks libraries expect. */
 const generateSecret = () => `whsec_${randomBytes(32).toString('base64')}`;
@@ -68,8 +70,8 @@ export async function add(args: string[], usage: string): Promise<number> {
       } else {
         printText([
           `endpoint     ${row.id} created, enabled`,
-          `url          ${row.url}`,
-          `event types  ${row.eventTypes?.join(', ') ?? 'all'}`,
+          `url          ${printable(row.url)}`,
+          `event types  ${printable(row.eventTypes?.join(', ') ?? 'all')}`,
           `secret       ${secret}`,
           SHOWN_ONCE,
         ]);
@@ -89,7 +91,9 @@ export async function rotate(args: string[], usage: string): Promise<number> {
     1,
   );
   const id = uuidArg(positionals[0], 'endpoints rotate-secret', usage);
-  const keepMs = durationArg(values['keep-previous'], '--keep-previous', usage, true) ?? DAY_MS;
+  const keepMs =
+    durationArg(values['keep-previous'], '--keep-previous', usage, { zeroOk: true, maxMs: KEEP_PREVIOUS_MAX_MS }) ??
+    DAY_MS;
   const secret = secretArg(values.secret, usage);
   return withDatabase('endpoints', async (pool) => {
     const row = await pool.maybeOne(rotateSecret(id, secret, keepMs));

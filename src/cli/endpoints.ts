@@ -15,6 +15,7 @@ import {
   healthJson,
   iso,
   percent,
+  printable,
   successRate,
   table,
   truncate,
@@ -117,14 +118,14 @@ async function show(args: string[]): Promise<number> {
         : [`previous     ${e.previousSecretHint} until ${iso(e.previousSecretExpiresAt) ?? '-'}`];
     printText([
       `id           ${e.id}`,
-      `url          ${e.url}`,
+      `url          ${printable(e.url)}`,
       `state        ${endpointState(e)}`,
-      `event types  ${e.eventTypes?.join(', ') ?? 'all'}`,
-      `description  ${e.description ?? '-'}`,
+      `event types  ${printable(e.eventTypes?.join(', ') ?? 'all')}`,
+      `description  ${printable(e.description ?? '-')}`,
       `secret       ${e.secretHint}`,
       ...previous,
       ...(e.failingSince === null ? [] : [`failing      since ${iso(e.failingSince)} (${when(e.failingSince)})`]),
-      ...(e.enabled ? [] : [`disabled     ${iso(e.disabledAt) ?? '-'}: ${e.disabledReason ?? '-'}`]),
+      ...(e.enabled ? [] : [`disabled     ${iso(e.disabledAt) ?? '-'}: ${printable(e.disabledReason ?? '-')}`]),
       `created      ${iso(e.createdAt)}`,
       `last hour    delivered ${e.deliveredLastHour}   failed attempts ${e.failedAttemptsLastHour}   ` +
         `success ${percent(successRate(e.deliveredLastHour, e.failedAttemptsLastHour))}`,
@@ -149,7 +150,7 @@ async function disable(args: string[]): Promise<number> {
     if (values.json === true) printJson({ endpoint: endpointJson(row) });
     else {
       printText([
-        `endpoint ${row.id} disabled: ${reason}`,
+        `endpoint ${row.id} disabled: ${printable(reason)}`,
         'its pending deliveries stay parked (requests already in flight may still finish); "endpoints enable" sends them',
       ]);
     }

@@ -22,7 +22,9 @@ const HELP = `${USAGE}
   takes delivery ids. With no filter it refuses unless --all is given. --dry-run only counts.
   Works in batches of --batch rows, each its own short statement: an interrupted replay is safe to rerun.
   Parked deliveries (pending on a disabled endpoint) are not dead: "outbox-relay endpoints enable ID"
-  sends them; dead deliveries of a disabled endpoint that are replayed wait parked the same way.`;
+  sends them; dead deliveries of a disabled endpoint that are replayed wait parked the same way.
+  Dead deliveries of a deleted endpoint are kept as history until retention removes them, and are never
+  replayed: the count of those that match is reported.`;
 
 /** `outbox-relay replay`: redeliver dead deliveries once the receiver is fixed. */
 export async function main(args: string[]): Promise<number> {
@@ -49,7 +51,7 @@ export async function main(args: string[]): Promise<number> {
     endpointId: optionalUuid(values.endpoint, '--endpoint', USAGE),
     eventType: values['event-type'],
     sinceMs: durationArg(values.since, '--since', USAGE),
-    untilMs: durationArg(values.until, '--until', USAGE, true),
+    untilMs: durationArg(values.until, '--until', USAGE, { zeroOk: true }),
     ids: listArg(values.ids, '--ids', USAGE, /^[1-9]\d{0,17}$/),
   };
   if (filter.ids !== undefined && filter.ids.length > 10_000) throw usageError('--ids: at most 10000 ids', USAGE);
@@ -59,9 +61,13 @@ export async function main(args: string[]): Promise<number> {
   const batch = intArg(values.batch, '--batch', USAGE, 500, 10_000);
   return withDatabase('replay', async (pool) => {
     if (values['dry-run'] === true) {
-      const { moved: matched, parked } = await pool.one(countReplayable(filter));
-      if (values.json === true) printJson({ dryRun: true, matched, parked, moved: 0 });
-      else printText([`${matched} dead deliveries match (dry run: nothing moved)${parkedNote(parked)}`]);
+      const { moved: matched, parked, ofDeletedEndpoints } = await pool.one(countReplayable(filter));
+      if (values.json === true) printJson({ dryRun: true, matched, parked, moved: 0, ofDeletedEndpoints });
+      else {
+        printText([
+          `${matched} dead deliveries match (dry run: nothing moved)${parkedNote(parked)}${deletedNote(ofDeletedEndpoints, 'would not be')}`,
+        ]);
+      }
       return 0;
     }
     let moved = 0;
@@ -75,8 +81,14 @@ export async function main(args: string[]): Promise<number> {
       parked += result.parked;
       if (result.moved < batch) break;
     }
-    if (values.json === true) printJson({ dryRun: false, moved, parked, batches });
-    else printText([`${moved} dead deliveries moved back to pending, due now${parkedNote(parked)}`]);
+    // They never move, so counting them after the batches counts what the batches left behind.
+    const { ofDeletedEndpoints } = await pool.one(countReplayable(filter));
+    if (values.json === true) printJson({ dryRun: false, moved, parked, batches, ofDeletedEndpoints });
+    else {
+      printText([
+        `${moved} dead deliveries moved back to pending, due now${parkedNote(parked)}${deletedNote(ofDeletedEndpoints, 'were not')}`,
+      ]);
+    }
     return 0;
   });
 }
@@ -85,3 +97,6 @@ const parkedNote = (parked: number) =>
   parked === 0
     ? ''
     : `\n${parked} of them belong to disabled endpoints and stay parked until "outbox-relay endpoints enable ID"`;
+
+const deletedNote = (n: number, verb: string) =>
+  n === 0 ? '' : `\n${n} matching deliveries belong to deleted endpoints and ${verb} replayed`;

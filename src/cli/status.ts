@@ -1,4 +1,4 @@
-import { bytes, duration, healthJson, healthTable } from '../ops/format.ts';
+import { bytes, duration, healthJson, healthTable, printable } from '../ops/format.ts';
 import { fail, intArg, parseCommand, printJson, printText, wantsHelp, withDatabase } from '../ops/args.ts';
 import {
   backlog,
@@ -96,7 +96,7 @@ function slotLines(name: string, slot: SlotRow): string[] {
   const holder =
     slot.activePid === null
       ? 'inactive (no relay streams it)'
-      : `active, pid ${slot.activePid} (${slot.holderApplicationName ?? '?'}` +
+      : `active, pid ${slot.activePid} (${printable(slot.holderApplicationName ?? '?')}` +
         `${slot.holderClientAddr === null ? '' : ` @ ${slot.holderClientAddr}`})`;
   return [
     `slot        ${name}: ${holder}   wal_status ${slot.walStatus ?? '-'}`,

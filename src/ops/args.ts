@@ -44,13 +44,28 @@ export function optionalUuid(value: string | undefined, what: string, usage: str
   return value === undefined ? undefined : uuidArg(value, what, usage);
 }
 
-/** A duration flag (`30s`, `1h`, `7d`) in ms; `zeroOk` lets `0` through. */
-export function durationArg(value: string | undefined, what: string, usage: string, zeroOk = false) {
+const DAY_MS = 86_400_000;
+
+/** The longest duration a flag takes unless it says otherwise: 100 years, as far back as any history goes. */
+export const MAX_DURATION_MS = 36_500 * DAY_MS;
+
+/**
+ * A duration flag (`30s`, `1h`, `7d`) in ms; `zeroOk` lets `0` through. Above `maxMs` it is a usage error naming
+ * the maximum: an absurd value (`99999999999999999999d`, which is beyond a bigint of milliseconds, or Infinity)
+ * would otherwise reach the database and fail there with a stack trace.
+ */
+export function durationArg(
+  value: string | undefined,
+  what: string,
+  usage: string,
+  { zeroOk = false, maxMs = MAX_DURATION_MS }: { zeroOk?: boolean; maxMs?: number } = {},
+) {
   if (value === undefined) return undefined;
   const ms = parseDuration(value);
   if (ms === undefined || (ms === 0 && !zeroOk)) {
     throw usageError(`${what}: expected a duration such as 10m, 1h or 7d, got "${value}"`, usage);
   }
+  if (!(ms <= maxMs)) throw usageError(`${what}: at most ${maxMs / DAY_MS}d, got "${value}"`, usage);
   return ms;
 }
 

@@ -2,15 +2,34 @@
 // JSON is for scripts (ISO-8601 timestamps, ids as strings, nulls kept).
 import type { DeliveryRow, EndpointHealthRow, EndpointRow } from './queries.ts';
 
-/** Left-aligned columns separated by two spaces; trailing blanks trimmed. */
+/**
+ * Characters a terminal acts on instead of showing: C0 controls (tab and newline included), DEL, C1 controls,
+ * and the bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) that reorder what follows.
+ */
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/gu;
+
+/**
+ * Text from the database made safe for a terminal: each unsafe character becomes a visible escape (`\x1b`,
+ * `\u202e`), so an endpoint URL, description or error cannot move the cursor, retitle the window, ring the bell
+ * or reverse the line, and the operator still sees that something was there. Human output only: --json is
+ * escaped by JSON itself and stays exact.
+ */
+export const printable = (text: string): string =>
+  text.replace(UNSAFE, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16)}`;
+  });
+
+/** Left-aligned columns separated by two spaces; trailing blanks trimmed. Every cell goes through `printable`. */
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string[] {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const safe = rows.map((r) => r.map(printable));
+  const widths = headers.map((h, i) => Math.max(h.length, ...safe.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]) =>
     cells
       .map((c, i) => c.padEnd(widths[i] ?? 0))
       .join('  ')
       .trimEnd();
-  return [line(headers), ...rows.map(line)];
+  return [line(headers), ...safe.map(line)];
 }
 
 export const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
@@ -43,10 +62,10 @@ export function bytes(n: number | null): string {
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-/** One line, at most `max` characters (an error message can be a whole response body). */
+/** One printable line, at most `max` characters (an error message can be a whole response body). */
 export function truncate(text: string | null, max: number): string {
   if (text === null) return '-';
-  const flat = text.replace(/\s+/g, ' ').trim();
+  const flat = printable(text.replace(/\s+/g, ' ').trim());
   return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
 }
 

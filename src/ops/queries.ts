@@ -212,15 +212,28 @@ export const listDeliveries = (f: DeliveryFilter, limit: number) => sql.type(Del
 
 const Moved = z.object({ moved: z.number(), parked: z.number() });
 
-/** What a replay would move: dead deliveries matching `f`, and how many of them belong to disabled endpoints. */
-export const countReplayable = (f: DeliveryFilter) => sql.type(Moved)`
-  SELECT count(*)::int AS moved, count(*) FILTER (WHERE NOT ep.enabled)::int AS parked
-  FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+/**
+ * Their endpoint row exists: dead deliveries of a deleted endpoint (kept as history) are never replayed. The
+ * endpoint is locked FOR KEY SHARE so a concurrent delete waits for the replay to commit and then ends the rows
+ * it moved (its trigger ends open deliveries); without the lock they could turn pending for an endpoint gone.
+ */
+const endpointExists = sql.fragment`
+  EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id FOR KEY SHARE)`;
+
+/**
+ * What a replay would move: dead deliveries matching `f` whose endpoint still exists, how many of those belong
+ * to disabled endpoints, and how many matching ones belong to deleted endpoints (never moved).
+ */
+export const countReplayable = (f: DeliveryFilter) => sql.type(Moved.extend({ ofDeletedEndpoints: z.number() }))`
+  SELECT count(ep.id)::int AS moved, count(*) FILTER (WHERE NOT ep.enabled)::int AS parked,
+         count(*) FILTER (WHERE ep.id IS NULL)::int AS "ofDeletedEndpoints"
+  FROM webhooks.deliveries d LEFT JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
   WHERE d.status = 'dead' AND ${matching({ ...f, status: undefined })}`;
 
 /**
  * Moves one batch of dead deliveries back to pending, due now, with a fresh attempt budget (last_error is kept
  * until the next attempt). One short statement per batch: rows locked elsewhere are skipped, not waited for.
+ * Deliveries of deleted endpoints stay dead: pending, they would wait forever for an endpoint that is gone.
  */
 export const replayBatch = (f: DeliveryFilter, batch: number) => sql.type(Moved)`
   WITH moved AS (
@@ -229,10 +242,10 @@ export const replayBatch = (f: DeliveryFilter, batch: number) => sql.type(Moved)
         next_attempt_at = ${dueAfter(sql.fragment`endpoint_id`, sql.fragment`interval '0'`)}
     WHERE status = 'dead' AND id IN (
       SELECT d.id FROM webhooks.deliveries d
-      WHERE d.status = 'dead' AND ${matching({ ...f, status: undefined })}
+      WHERE d.status = 'dead' AND ${endpointExists} AND ${matching({ ...f, status: undefined })}
       ORDER BY d.id LIMIT ${literalInt(batch)}
       FOR UPDATE SKIP LOCKED)
     RETURNING endpoint_id
   )
   SELECT count(*)::int AS moved, count(*) FILTER (WHERE NOT ep.enabled)::int AS parked
-  FROM moved JOIN webhooks.endpoints ep ON ep.id = moved.endpoint_id`;
+  FROM moved LEFT JOIN webhooks.endpoints ep ON ep.id = moved.endpoint_id`;

@@ -101,3 +101,17 @@ export const deleteOrphanedOutbox = (after: string, limit: number, maxAgeMs: num
     sql.fragment`t.created_at < ${ago(maxAgeMs)}
       AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.outbox_id = t.id)`,
   );
+
+/**
+ * Forgets previous secrets whose rotation window has ended: nothing signs with them any more (the claim reads
+ * only a live one), so keeping them only keeps a credential at rest for nobody. Both columns in one update: a
+ * check constraint ties them. Cheap: endpoints are few, and only rows with an expired secret are written.
+ */
+export const clearExpiredSecrets = () => sql.type(z.object({ cleared: z.number() }))`
+  WITH cleared AS (
+    UPDATE webhooks.endpoints
+    SET previous_secret = NULL, previous_secret_expires_at = NULL, updated_at = now()
+    WHERE previous_secret_expires_at <= now()
+    RETURNING 1
+  )
+  SELECT count(*)::int AS cleared FROM cleared`;

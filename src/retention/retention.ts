@@ -1,13 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
-import { deleteDead, deleteDelivered, deleteOrphanedOutbox, type WindowQuery } from './queries.ts';
+import { clearExpiredSecrets, deleteDead, deleteDelivered, deleteOrphanedOutbox, type WindowQuery } from './queries.ts';
 
 export type RetentionDeps = {
   pool: DatabasePool;
   log: Logger;
   intervalMs: number;
-  /** Delivered deliveries, and outbox rows with no delivery left, older than this go. */
+  /** Delivered deliveries, and outbox rows with no delivery left, older than this go; 0: nothing is deleted. */
   deliveredMaxAgeMs: number;
   /** Dead deliveries untouched for longer than this go (usually longer: they are what operators inspect). */
   deadMaxAgeMs: number;
@@ -20,7 +20,8 @@ export type RetentionDeps = {
 export type RetentionCounts = { deliveries: number; outbox: number };
 
 /**
- * Deletes old rows until `signal` aborts; a failed pass is logged, not thrown. Passes never overlap.
+ * Deletes old rows (unless deliveredMaxAgeMs is 0) and clears expired previous secrets until `signal` aborts; a
+ * failed pass is logged, not thrown. Passes never overlap.
  *
  * Several replicas may run this at once, with no coordination beyond row locks: each batch locks only the
  * rows it deletes, FOR UPDATE SKIP LOCKED, so replicas split the work, never wait on each other and never
@@ -32,12 +33,20 @@ export type RetentionCounts = { deliveries: number; outbox: number };
 export async function runRetention(deps: RetentionDeps, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
     try {
-      await retentionPass(deps, signal);
+      await clearSecrets(deps);
+      if (deps.deliveredMaxAgeMs > 0) await retentionPass(deps, signal);
     } catch (err) {
       deps.log.error({ err }, 'retention pass failed');
     }
     await sleep(deps.intervalMs, undefined, { signal }).catch(() => {}); // abort ends the wait
   }
+}
+
+/** Clears previous secrets whose rotation window has ended; returns how many endpoints had one. */
+export async function clearSecrets(deps: Pick<RetentionDeps, 'pool' | 'log'>): Promise<number> {
+  const cleared = await deps.pool.oneFirst(clearExpiredSecrets());
+  if (cleared > 0) deps.log.info({ endpoints: cleared }, 'expired previous secrets cleared');
+  return cleared;
 }
 
 /**
