@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { chmod, chown, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,8 +10,11 @@ import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { z } from 'zod';
 import { parseDatabaseUrl } from '../src/db/connection-options.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
+import { migrate } from '../src/db/migrate.ts';
 import { createDatabasePool } from '../src/db/pool.ts';
 import { isRelayError } from '../src/errors.ts';
+import { createLogger } from '../src/log.ts';
+import { runWalSession } from '../src/replication/wal-stream.ts';
 import { test } from './fixtures.ts';
 import { newSecret } from './support/postgres.ts';
 import { untilReady } from './support/relay-process.ts';
@@ -240,6 +244,32 @@ describe('DATABASE_URL TLS parameters', () => {
     expect(await sslOf({ sslmode: 'prefer' })).toBe(true);
     expect(await sslOf({ sslmode: 'require' })).toBe(true);
     expect(await sslOf({ sslmode: 'verify-ca', sslrootcert: file('ca.pem') })).toBe(true);
+  });
+
+  test('a stop that comes while the stream tries TLS (sslmode=prefer) ends the session before it streams', async () => {
+    const db = await newDatabase();
+    const log = createLogger('silent');
+    await migrate({ databaseUrl: db.plain, slotName: db.slot, publicationName: 'outbox_relay', log });
+    const stopped = AbortSignal.abort(); // aborted by the time the trial connection returns
+    let streamed = false;
+    const session = runWalSession(
+      {
+        databaseUrl: db.url('127.0.0.1', { sslmode: 'prefer' }),
+        slotName: db.slot,
+        publicationName: 'outbox_relay',
+        statusIntervalMs: 1_000,
+        streamIdleTimeoutMs: 60_000,
+        fanoutBatch: 100,
+        log,
+        fanOut: async () => {},
+        confirmedLsn: () => Promise.resolve(undefined),
+        onStreaming: () => (streamed = true),
+      },
+      stopped,
+    );
+    const outcome = await Promise.race([session.then(() => 'ended'), sleep(5_000).then(() => 'still running')]);
+    expect(outcome).toBe('ended');
+    expect(streamed).toBe(false);
   });
 
   test('a certificate file that cannot be read stops the start with a message naming it', async ({ spawnRelay }) => {

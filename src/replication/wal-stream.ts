@@ -48,6 +48,9 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   const conn = parseDatabaseUrl(o.databaseUrl);
   // allow/prefer: the library connects inside subscribe(), so a trial connection picks TLS or plain first.
   const ssl = await chooseSsl(conn, (candidate) => probeReplication(conn.url, candidate));
+  // The abort listener below is not registered yet: a stop that came during the trial connection must end the
+  // session here, or it would go on to stream the slot (a released one, at shutdown) and never stop.
+  if (signal.aborted) return;
   const service = new LogicalReplicationService(
     {
       connectionString: conn.url,
