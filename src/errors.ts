@@ -8,6 +8,8 @@ export type RelayErrorCode =
   /** The server invalidated the slot (wal_status lost): events may have been missed; run repair. */
   | 'SLOT_INVALIDATED'
   | 'MIGRATION_FAILED'
+  /** The database server's TLS certificate did not verify (sslmode verify-ca / verify-full, or require with a CA). */
+  | 'DB_TLS_UNVERIFIED'
   /** `run` found no migrated schema (MIGRATE_ON_START=false and nobody ran migrate). */
   | 'SCHEMA_MISSING'
   /** The replication stream broke (server gone, watchdog, protocol error): rebuild it from the slot. */

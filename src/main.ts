@@ -9,9 +9,10 @@ const COMMANDS = {
   endpoints: () => import('./cli/endpoints.ts'),
   deliveries: () => import('./cli/deliveries.ts'),
   replay: () => import('./cli/replay.ts'),
+  grants: () => import('./cli/grants.ts'),
 } as const;
 
-const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveries|replay|demo]
+const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveries|replay|grants|demo]
 
   run         stream the outbox and deliver webhooks (default)
   migrate     create or upgrade the schema, publication and replication slot, then exit
@@ -21,9 +22,10 @@ const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveri
   deliveries  list [--status S] [--endpoint ID] [--event-type T] [--since D] [--until D] [--limit N]
   replay      move dead deliveries back to pending (filters or --all; --dry-run counts);
               parked deliveries (pending on a disabled endpoint) go out with "endpoints enable ID"
+  grants      --role NAME: print the GRANT statements "run" needs as that role (least privilege)
   demo        embedded Postgres + local receiver + relay: watch events arrive, then exit
 
-status, endpoints, deliveries and replay take --json (one JSON document on stdout) and --help.
+status, endpoints, deliveries, replay and grants take --json (one JSON document on stdout) and --help.
 Exit codes: 0 ok, 1 failure (or an unhealthy status), 2 usage error.
 
 Configuration comes from environment variables; see README.md.`;

@@ -5,6 +5,7 @@ import { sql, type DatabasePool } from 'slonik';
 import { z } from 'zod';
 import { coerceError, isRelayError, RelayError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { connectWith, parseDatabaseUrl } from './connection-options.ts';
 import { fanOutMissing } from './repair.ts';
 import { withMigrateLock, type Session } from './session.ts';
 import { createSlot, slotInfo, slotLost } from './slots.ts';
@@ -71,9 +72,13 @@ async function applyMigrations(session: Session, databaseUrl: string, log: Logge
  * holds the migrate lock. Recording the version in the same transaction makes a second run skip it.
  */
 async function applyFile(databaseUrl: string, version: number, file: string, text: string): Promise<void> {
-  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'outbox-relay migrate' });
-  client.on('error', () => {}); // a dropped connection fails the query below, which reports it
-  await client.connect();
+  const conn = parseDatabaseUrl(databaseUrl);
+  const client = await connectWith(conn, async (ssl) => {
+    const c = new pg.Client({ connectionString: conn.url, ssl, application_name: 'outbox-relay migrate' });
+    c.on('error', () => {}); // a dropped connection fails the query below, which reports it
+    await c.connect();
+    return c;
+  });
   try {
     await client.query('BEGIN');
     await client.query(text);

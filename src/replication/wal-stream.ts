@@ -1,7 +1,9 @@
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Config } from '../config.ts';
+import { chooseSsl, parseDatabaseUrl, type PgSsl } from '../db/connection-options.ts';
 import { SqlState, sqlStateOf } from '../db/pg-errors.ts';
 import { slotLost } from '../db/slots.ts';
 import type { OutboxEvent } from '../domain.ts';
@@ -45,9 +47,16 @@ export type WalSessionOptions = WalSessionSettings & {
  * fan-out has committed.
  */
 export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): Promise<void> {
+  const conn = parseDatabaseUrl(o.databaseUrl);
+  // allow/prefer: the library connects inside subscribe(), so a trial connection picks TLS or plain first.
+  const ssl = await chooseSsl(conn, (candidate) => probeReplication(conn.url, candidate));
+  // The abort listener below is not registered yet: a stop that came during the trial connection must end the
+  // session here, or it would go on to stream the slot (a released one, at shutdown) and never stop.
+  if (signal.aborted) return;
   const service = new LogicalReplicationService(
     {
-      connectionString: o.databaseUrl,
+      connectionString: conn.url,
+      ssl,
       application_name: 'outbox-relay stream',
       // Fixed output formats so created_at text parses the same way whatever the server's defaults are.
       options: '-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3',
@@ -175,6 +184,14 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   await service.destroy().catch(() => {});
   await Promise.race([streaming, sleep(1_000, undefined, { ref: false })]); // destroy() settles it; never hang a shutdown on it
   if (failure !== undefined && !signal.aborted) throw classify(failure, o.slotName);
+}
+
+/** Opens and closes one replication connection (its pg_hba rules may differ from those of plain sessions). */
+async function probeReplication(url: string, ssl: PgSsl): Promise<void> {
+  const client = new pg.Client({ connectionString: url, ssl, replication: 'database' } as pg.ClientConfig);
+  client.on('error', () => {});
+  await client.connect();
+  await client.end().catch(() => {});
 }
 
 /** The session's failure as a RelayError whose code says what to do: stand by, run repair, or rebuild. */
