@@ -260,6 +260,7 @@ describe('DATABASE_URL TLS parameters', () => {
         statusIntervalMs: 1_000,
         streamIdleTimeoutMs: 60_000,
         fanoutBatch: 100,
+        maxQueuedBytes: 16 * 2 ** 20,
         log,
         fanOut: async () => {},
         confirmedLsn: () => Promise.resolve(undefined),

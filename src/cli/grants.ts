@@ -36,9 +36,18 @@ const RUN_NEEDS: readonly TableNeed[] = [
   {
     table: 'endpoints',
     privileges: ['SELECT'],
-    // The outcome writer keeps endpoint health; url, secret and event_types stay out of the relay's reach.
-    updateColumns: ['enabled', 'failing_since', 'disabled_reason', 'disabled_at', 'updated_at'],
-    why: 'fan-out and claims read subscriptions, URLs and secrets; outcome writes track failures and auto-disable',
+    // The outcome writer keeps endpoint health, and retention clears a previous secret whose rotation window
+    // ended; url, secret and event_types stay out of the relay's reach.
+    updateColumns: [
+      'enabled',
+      'failing_since',
+      'disabled_reason',
+      'disabled_at',
+      'previous_secret',
+      'previous_secret_expires_at',
+      'updated_at',
+    ],
+    why: 'fan-out and claims read subscriptions, URLs and secrets; outcome writes track failures and auto-disable; retention clears expired previous secrets',
   },
   {
     table: 'deliveries',
