@@ -10,6 +10,8 @@ import { createHttpClient } from './delivery/http.ts';
 import { toOutcome } from './delivery/outcome.ts';
 import { createGuardedConnector } from './delivery/ssrf.ts';
 import type { StreamState } from './domain.ts';
+import { runEndpointRefresh } from './endpoints/refresh.ts';
+import { createEndpointViews } from './endpoints/views.ts';
 import { createFanOut } from './fanout/fanout.ts';
 import { createReleasers } from './lifecycle/releasers.ts';
 import { supervise, type Loop, type Stage } from './lifecycle/supervise.ts';
@@ -93,6 +95,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     );
     // PAYLOAD_BUDGET: a quarter for WAL rows not yet fanned out, the rest for deliveries queued or in flight.
     const streamBytes = Math.floor(config.payloadBudgetBytes / 4);
+    const endpoints = createEndpointViews(); // rotated secrets and changed URLs apply to jobs already held
     const retryPolicy = { scheduleMs: config.retryScheduleMs, jitter: config.retryJitter };
     const logDead = createDeadLog(log); // warn, at most one line per endpoint per minute
     const writer = createOutcomeWriter({
@@ -109,7 +112,8 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       perEndpointConcurrency: config.endpointConcurrency,
       log,
       // While an endpoint's breaker is open its deliveries are deferred without being sent or spending an attempt.
-      attempt: (job, signal) => breakers.run(job.endpointId, () => metrics.tracked(deliver(job, signal))),
+      attempt: (job, signal) =>
+        breakers.run(job.endpointId, () => metrics.tracked(deliver(endpoints.current(job, Date.now()), signal))),
       finished: (job, attempt) => {
         metrics.attemptFinished(job, attempt);
         const outcome = toOutcome(job, attempt, retryPolicy);
@@ -173,6 +177,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       claimer: (signal) => runClaimer({ ...config, pool, owner, scheduler, log }, signal),
       sweep: (signal) => runSweep({ ...config, pool, log, maxAttempts, onReclaimed }, signal),
       stats: (signal) => runDbStats({ ...config, pool, metrics, log }, signal),
+      endpoints: (signal) => runEndpointRefresh({ pool, views: endpoints, intervalMs: 1_000, log }, signal),
     };
     // RETENTION_DELIVERED=0 turns deletion off (nothing is ever deleted then); the loop still clears expired secrets.
     const retention = {
