@@ -193,7 +193,7 @@ type EnvName = keyof Env;
 
 export type EnvVariable = Readonly<EnvMeta & { name: EnvName; default: unknown }>;
 
-/** Every variable the relay reads: its kind, range (for numbers and durations, in ms) and schema default. */
+/** Every variable the relay reads: its kind, range (numbers; durations in ms; a list's length) and schema default. */
 export const ENV_VARIABLES: readonly EnvVariable[] = Object.freeze(
   Object.entries(EnvSchema.shape).map(([name, field]) => {
     const inner = field instanceof z.ZodDefault || field instanceof z.ZodOptional ? field.unwrap() : field;
