@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { parseCidrs } from './delivery/ssrf.ts';
@@ -12,7 +13,28 @@ export function parseDuration(text: string): number | undefined {
   return Math.round(Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS]);
 }
 
-const duration = (min: number, max: number) =>
+/**
+ * What a variable holds, attached to its schema with zod's `.meta()` so callers that must produce valid values
+ * (the "every knob alone" test, docs) read it from the schema instead of keeping a second list.
+ */
+export type EnvKind =
+  | 'duration'
+  | 'integer'
+  | 'ratio'
+  | 'boolean'
+  | 'durations'
+  | 'cidrs'
+  | 'identifier'
+  | 'url'
+  | 'enum'
+  | 'text'
+  | 'address'
+  | 'secret'
+  | 'bytes';
+type EnvMeta = { kind: EnvKind; min?: number; max?: number; choices?: readonly string[] };
+const described = <T extends z.ZodType>(schema: T, meta: EnvMeta): T => schema.meta(meta);
+
+const durationText = (min: number, max: number) =>
   z.string().transform((text, ctx) => {
     const ms = parseDuration(text);
     if (ms === undefined) {
@@ -45,7 +67,7 @@ export function parseBytes(text: string): number | undefined {
   return Math.round(Number(match[1]) * BYTE_UNITS[(match[2] ?? '') as keyof typeof BYTE_UNITS]);
 }
 
-const bytes = (min: number, max: number) =>
+const bytesText = (min: number, max: number) =>
   z.string().transform((text, ctx) => {
     const n = parseBytes(text);
     if (n === undefined || n < min || n > max) {
@@ -58,7 +80,7 @@ const bytes = (min: number, max: number) =>
     return n;
   });
 
-const integer = (min: number, max: number) =>
+const integerText = (min: number, max: number) =>
   z.string().transform((text, ctx) => {
     const n = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
     if (!Number.isSafeInteger(n) || n < min || n > max) {
@@ -68,7 +90,7 @@ const integer = (min: number, max: number) =>
     return n;
   });
 
-const ratio = z.string().transform((text, ctx) => {
+const ratioText = z.string().transform((text, ctx) => {
   const n = /^\s*\d+(\.\d+)?\s*$/.test(text) ? Number(text) : NaN;
   if (!(n >= 0 && n <= 1)) {
     ctx.addIssue({ code: 'custom', message: `expected a number between 0 and 1, got "${text}"` });
@@ -77,7 +99,7 @@ const ratio = z.string().transform((text, ctx) => {
   return n;
 });
 
-const boolean = z.string().transform((text, ctx) => {
+const booleanText = z.string().transform((text, ctx) => {
   const value = text.trim().toLowerCase();
   if (['true', '1', 'yes'].includes(value)) return true;
   if (['false', '0', 'no', ''].includes(value)) return false;
@@ -85,7 +107,7 @@ const boolean = z.string().transform((text, ctx) => {
   return z.NEVER;
 });
 
-const retrySchedule = z.string().transform((text, ctx) => {
+const retryScheduleText = z.string().transform((text, ctx) => {
   const parts = text.split(',').map((p) => p.trim());
   const delays = parts.map(parseDuration);
   const bad = parts.filter((_, i) => delays[i] === undefined);
@@ -99,7 +121,7 @@ const retrySchedule = z.string().transform((text, ctx) => {
   return delays as number[];
 });
 
-const cidrList = z.string().transform((text, ctx) => {
+const cidrListText = z.string().transform((text, ctx) => {
   const parsed = parseCidrs(text);
   if (!Array.isArray(parsed)) {
     ctx.addIssue({
@@ -111,22 +133,57 @@ const cidrList = z.string().transform((text, ctx) => {
   return parsed;
 });
 
-const identifier = z
-  .string()
-  .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'expected a lower-case Postgres identifier (a-z, 0-9, _; at most 63 characters)');
+const duration = (min: number, max: number) => described(durationText(min, max), { kind: 'duration', min, max });
+const integer = (min: number, max: number) => described(integerText(min, max), { kind: 'integer', min, max });
+const bytes = (min: number, max: number) => described(bytesText(min, max), { kind: 'bytes', min, max });
+const ratio = described(ratioText, { kind: 'ratio', min: 0, max: 1 });
+const boolean = described(booleanText, { kind: 'boolean' });
+const retrySchedule = described(retryScheduleText, { kind: 'durations', min: 1, max: 50 });
+const cidrList = described(cidrListText, { kind: 'cidrs' });
 
-const databaseUrl = z.string().refine((url) => /^postgres(ql)?:\/\//.test(url), {
-  message: 'expected a postgres:// or postgresql:// connection URL',
-});
+const identifier = described(
+  z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'expected a lower-case Postgres identifier (a-z, 0-9, _; at most 63 characters)'),
+  { kind: 'identifier' },
+);
+
+const databaseUrl = described(
+  z.string().refine((url) => /^postgres(ql)?:\/\//.test(url), {
+    message: 'expected a postgres:// or postgresql:// connection URL',
+  }),
+  { kind: 'url' },
+);
+
+const bindAddress = described(
+  z.string().refine((text) => isIP(text) !== 0, {
+    message: 'expected an IP address to listen on, e.g. 127.0.0.1, 0.0.0.0 or ::',
+  }),
+  { kind: 'address' },
+);
+
+// The message never repeats the value: it is a secret.
+const bearerToken = described(
+  z.string().regex(/^[\x21-\x7e]{16,4096}$/, 'expected 16-4096 printable characters without spaces (value not shown)'),
+  { kind: 'secret' },
+);
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
-/** Every variable the relay reads, with its default. README's env table mirrors this. */
+/**
+ * Every variable the relay reads, with its default. README's env table mirrors this. The defaults of variables
+ * tied by a rule (LEASE, HEARTBEAT_INTERVAL, REQUEST_TIMEOUT; BREAKER_WINDOW, BREAKER_RESET_TIMEOUT;
+ * SCHEDULER_CAPACITY, DELIVERY_CONCURRENCY) are where deriveDefaults starts from when they are unset.
+ */
 const EnvSchema = z.object({
   DATABASE_URL: databaseUrl.optional(),
-  WORKER_ID: z.string().min(1).max(200).optional(),
+  WORKER_ID: described(z.string().min(1).max(200), { kind: 'text' }).optional(),
   HTTP_PORT: integer(0, 65535).default(8080),
-  LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  /** Unset: every interface, IPv6 and IPv4 (Node's default), so probes reach the pod in any cluster. */
+  HTTP_HOST: bindAddress.optional(),
+  /** Unset: /metrics is open like /healthz and /readyz. */
+  METRICS_TOKEN: bearerToken.optional(),
+  LOG_LEVEL: described(z.enum(LOG_LEVELS), { kind: 'enum', choices: LOG_LEVELS }).default('info'),
   ALLOW_PRIVATE_NETWORKS: boolean.default(false),
   ALLOWED_CIDRS: cidrList.default([]),
   ALLOW_HTTP: boolean.default(false),
@@ -167,11 +224,29 @@ const EnvSchema = z.object({
 });
 
 type Env = z.output<typeof EnvSchema>;
+type EnvName = keyof Env;
+
+export type EnvVariable = Readonly<EnvMeta & { name: EnvName; default: unknown }>;
+
+/** Every variable the relay reads: its kind, range (numbers; durations in ms; a list's length) and schema default. */
+export const ENV_VARIABLES: readonly EnvVariable[] = Object.freeze(
+  Object.entries(EnvSchema.shape).map(([name, field]) => {
+    const inner = field instanceof z.ZodDefault || field instanceof z.ZodOptional ? field.unwrap() : field;
+    const meta = inner.meta() as EnvMeta | undefined;
+    if (meta?.kind === undefined) throw new Error(`config.ts: ${name} lacks its kind (wrap it in described())`);
+    const fallback: unknown = field instanceof z.ZodDefault ? field.def.defaultValue : undefined;
+    return Object.freeze({ ...meta, name: name as EnvName, default: fallback });
+  }),
+);
 
 export type Config = Readonly<{
   databaseUrl: string | undefined;
   workerId: string;
   httpPort: number;
+  /** Bind address of the health/metrics server; undefined: every interface. */
+  httpHost: string | undefined;
+  /** When set, /metrics answers only `Authorization: Bearer <token>`. Never logged. */
+  metricsToken: string | undefined;
   logLevel: (typeof LOG_LEVELS)[number];
   allowPrivateNetworks: boolean;
   allowedCidrs: readonly string[];
@@ -233,10 +308,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   const e: Env = parsed.data;
-  const config: Config = {
+  const config: Mutable<Config> = {
     databaseUrl: e.DATABASE_URL,
     workerId: e.WORKER_ID ?? `${hostname()}-${process.pid}`,
     httpPort: e.HTTP_PORT,
+    httpHost: e.HTTP_HOST,
+    metricsToken: e.METRICS_TOKEN,
     logLevel: e.LOG_LEVEL,
     allowPrivateNetworks: e.ALLOW_PRIVATE_NETWORKS,
     allowedCidrs: Object.freeze(e.ALLOWED_CIDRS),
@@ -276,11 +353,54 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retentionIntervalMs: e.RETENTION_INTERVAL,
     retentionBatch: e.RETENTION_BATCH,
   };
+  deriveDefaults(config, (name) => name in present);
   checkRelations(config);
   return Object.freeze(config);
 }
 
-/** Cross-variable rules that one field's schema cannot see. */
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+function bounds(name: EnvName): { min: number; max: number } {
+  const v = ENV_VARIABLES.find((variable) => variable.name === name);
+  return { min: v?.min ?? 0, max: v?.max ?? Number.MAX_SAFE_INTEGER };
+}
+const within = (name: EnvName, ms: number) => {
+  const { min, max } = bounds(name);
+  return Math.min(max, Math.max(min, Math.floor(ms)));
+};
+
+/**
+ * Defaults that depend on another variable (DESIGN.md: defaults adapt). A variable the operator set is never
+ * changed; an unset one moves from its schema default just far enough to satisfy checkRelations against
+ * whatever was set, so setting any one variable alone never fails the start. Only values the operator set
+ * both can contradict each other, and checkRelations then names them.
+ */
+function deriveDefaults(c: Mutable<Config>, isSet: (name: EnvName) => boolean): void {
+  // LEASE > REQUEST_TIMEOUT + 2 x HEARTBEAT_INTERVAL. An unset lease grows to cover the other two with one
+  // more heartbeat to spare; a lease set short shrinks the unset timeout (to at most half the lease) and
+  // heartbeat (to a third of what the timeout leaves).
+  if (!isSet('LEASE')) {
+    c.leaseMs = within('LEASE', Math.max(c.leaseMs, c.requestTimeoutMs + 3 * c.heartbeatIntervalMs));
+  } else {
+    if (!isSet('REQUEST_TIMEOUT')) {
+      const room = isSet('HEARTBEAT_INTERVAL') ? (c.leaseMs - 2 * c.heartbeatIntervalMs) / 2 : c.leaseMs / 2;
+      c.requestTimeoutMs = within('REQUEST_TIMEOUT', Math.min(c.requestTimeoutMs, room));
+    }
+    if (!isSet('HEARTBEAT_INTERVAL')) {
+      const room = (c.leaseMs - c.requestTimeoutMs) / 3;
+      c.heartbeatIntervalMs = within('HEARTBEAT_INTERVAL', Math.min(c.heartbeatIntervalMs, room));
+    }
+  }
+  // BREAKER_WINDOW <= BREAKER_RESET_TIMEOUT.
+  if (!isSet('BREAKER_WINDOW')) c.breakerWindowMs = Math.min(c.breakerWindowMs, c.breakerResetTimeoutMs);
+  else if (!isSet('BREAKER_RESET_TIMEOUT'))
+    c.breakerResetTimeoutMs = Math.max(c.breakerResetTimeoutMs, c.breakerWindowMs);
+  // SCHEDULER_CAPACITY >= DELIVERY_CONCURRENCY.
+  if (!isSet('SCHEDULER_CAPACITY')) c.schedulerCapacity = Math.max(c.schedulerCapacity, c.deliveryConcurrency);
+  else if (!isSet('DELIVERY_CONCURRENCY')) c.deliveryConcurrency = Math.min(c.deliveryConcurrency, c.schedulerCapacity);
+}
+
+/** Cross-variable rules that one field's schema cannot see (after deriveDefaults, only values set both). */
 function checkRelations(c: Config): void {
   const problems: string[] = [];
   // A lease must outlive one attempt plus two missed heartbeats, or a peer could reclaim a request in flight.

@@ -11,7 +11,16 @@ export function createLogger(level: LevelWithSilent, bindings: Record<string, un
     level,
     base: { service: 'outbox-relay', ...bindings },
     redact: {
-      paths: ['secret', '*.secret', 'databaseUrl', '*.databaseUrl', 'headers', '*.headers'],
+      paths: [
+        'secret',
+        '*.secret',
+        'databaseUrl',
+        '*.databaseUrl',
+        'metricsToken',
+        '*.metricsToken',
+        'headers',
+        '*.headers',
+      ],
       censor: '[redacted]',
     },
     timestamp: pino.stdTimeFunctions.isoTime,

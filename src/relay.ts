@@ -34,6 +34,8 @@ import { runSweep } from './sweep/sweep.ts';
 export type Relay = {
   /** The bound health/metrics port (HTTP_PORT=0 picks a free one). */
   httpPort: number;
+  /** The address it listens on (HTTP_HOST; `::` for every interface). */
+  httpHost: string;
   /** The lease-owner incarnation id of this process. */
   owner: string;
   streamState: () => StreamState;
@@ -128,9 +130,13 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
 
     let stream: { state: StreamState; problem?: string } = { state: 'starting' };
     let stopping = false;
-    const readiness = createReadiness({ pool, stream: () => stream, stopping: () => stopping });
-    const health = hold(await startHealthServer(config.httpPort, { registry: metrics.registry, log, readiness }), (s) =>
-      s.close(),
+    const readiness = createReadiness({ pool, stream: () => stream, stopping: () => stopping, log });
+    const health = hold(
+      await startHealthServer(
+        { port: config.httpPort, host: config.httpHost, metricsToken: config.metricsToken },
+        { registry: metrics.registry, log, readiness: readiness.check },
+      ),
+      (s) => s.close(),
     );
 
     const fanOut = createFanOut({
@@ -178,6 +184,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       sweep: (signal) => runSweep({ ...config, pool, log, maxAttempts, onReclaimed }, signal),
       stats: (signal) => runDbStats({ ...config, pool, metrics, log }, signal),
       endpoints: (signal) => runEndpointRefresh({ pool, views: endpoints, intervalMs: 1_000, log }, signal),
+      readiness: readiness.run,
     };
     // RETENTION_DELIVERED=0 turns deletion off (nothing is ever deleted then); the loop still clears expired secrets.
     const retention = {
@@ -216,7 +223,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     };
 
     const run = async (signal: AbortSignal): Promise<void> => {
-      log.info({ owner, httpPort: health.port, slot: config.slotName }, 'relay started');
+      log.info({ owner, httpPort: health.port, httpHost: health.host, slot: config.slotName }, 'relay started');
       try {
         await supervise(stages, signal, log, onStopping);
       } finally {
@@ -224,7 +231,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
         log.info('relay stopped');
       }
     };
-    return { httpPort: health.port, owner, streamState: () => stream.state, run };
+    return { httpPort: health.port, httpHost: health.host, owner, streamState: () => stream.state, run };
   } catch (err) {
     await releaseAll().catch((releaseErr: unknown) =>
       log.error({ err: releaseErr }, 'releasing a failed start failed'),

@@ -1,6 +1,8 @@
-import { describe, expect, test } from 'vitest';
-import { loadConfig, parseDuration } from '../src/config.ts';
+import { describe, expect } from 'vitest';
+import { ENV_VARIABLES, loadConfig, parseDuration, type EnvVariable } from '../src/config.ts';
 import { RelayError } from '../src/errors.ts';
+import { test } from './fixtures.ts';
+import { untilReady } from './support/relay-process.ts';
 
 describe('parseDuration', () => {
   test.each([
@@ -73,4 +75,116 @@ test('PAYLOAD_BUDGET reads sizes with units and refuses what it cannot read, nam
   expect(loadConfig({}).payloadBudgetBytes).toBe(64 * 2 ** 20);
   expect(() => loadConfig({ PAYLOAD_BUDGET: 'lots' })).toThrow(/PAYLOAD_BUDGET: expected a size .* such as 64MiB/);
   expect(() => loadConfig({ PAYLOAD_BUDGET: '10kB' })).toThrow(/PAYLOAD_BUDGET/); // below 1 MiB
+});
+
+/**
+ * Valid values for one variable, away from its default: half and double of a number or duration and the ends of
+ * its range (clamped to the range), the other value of a boolean, other choices, other lists.
+ */
+function alternatives(v: EnvVariable): string[] {
+  const clamp = (n: number) => Math.min(v.max ?? Infinity, Math.max(v.min ?? 0, n));
+  const around = (n: number) => [...new Set([n / 2, n * 2, v.min ?? 0, v.max ?? n * 10].map(clamp))];
+  switch (v.kind) {
+    case 'duration':
+      return around(v.default as number).map((ms) => `${Math.round(ms)}ms`);
+    case 'integer':
+      return around(v.default as number).map((n) => String(Math.round(n)));
+    case 'ratio':
+      return around(v.default as number).map(String);
+    case 'boolean':
+      return [String(!(v.default as boolean))];
+    case 'enum':
+      return (v.choices ?? []).filter((choice) => choice !== v.default);
+    case 'durations': {
+      const schedule = v.default as number[];
+      return [
+        schedule.map((ms) => `${ms / 2}ms`).join(','),
+        schedule.map((ms) => `${ms * 2}ms`).join(','),
+        '1s',
+        Array.from({ length: v.max ?? 1 }, () => '1m').join(','),
+      ];
+    }
+    case 'cidrs':
+      return ['10.0.0.0/8', '64:ff9b::/96', '10.0.0.0/8, fd00::/8, 192.0.2.7'];
+    case 'identifier':
+      return ['other_slot'];
+    case 'url':
+      return ['postgres://u:p@db:5432/app'];
+    case 'text':
+      return ['pod-7'];
+    case 'address':
+      return ['127.0.0.1', '0.0.0.0', '::1', '::'];
+    case 'secret':
+      return ['s3cr3t-metrics-token-0123456789'];
+    case 'bytes':
+      return around(v.default as number).map((n) => String(Math.round(n)));
+  }
+}
+
+describe('every variable set alone is accepted: defaults adapt to it', () => {
+  test('the list comes from the schema and covers the variables DESIGN.md names', () => {
+    expect(ENV_VARIABLES.map((v) => v.name)).toEqual(
+      expect.arrayContaining(['DATABASE_URL', 'WORKER_ID', 'HTTP_PORT', 'LOG_LEVEL', 'ALLOW_PRIVATE_NETWORKS']),
+    );
+    expect(ENV_VARIABLES.length).toBeGreaterThan(40);
+  });
+
+  test.each(ENV_VARIABLES.flatMap((v) => alternatives(v).map((value) => [v.name, value] as const)))(
+    '%s=%s',
+    (name, value) => {
+      expect(() => loadConfig({ [name]: value })).not.toThrow();
+    },
+  );
+
+  test.each([
+    ['BREAKER_RESET_TIMEOUT', '10s', { breakerResetTimeoutMs: 10_000, breakerWindowMs: 10_000 }],
+    ['BREAKER_WINDOW', '1m', { breakerResetTimeoutMs: 60_000, breakerWindowMs: 60_000 }],
+    ['REQUEST_TIMEOUT', '60s', { requestTimeoutMs: 60_000, heartbeatIntervalMs: 10_000, leaseMs: 90_000 }],
+    ['HEARTBEAT_INTERVAL', '20s', { requestTimeoutMs: 15_000, heartbeatIntervalMs: 20_000, leaseMs: 75_000 }],
+    ['LEASE', '30s', { requestTimeoutMs: 15_000, heartbeatIntervalMs: 5_000, leaseMs: 30_000 }],
+    ['LEASE', '2s', { requestTimeoutMs: 1_000, heartbeatIntervalMs: 333, leaseMs: 2_000 }],
+    ['DELIVERY_CONCURRENCY', '5000', { deliveryConcurrency: 5_000, schedulerCapacity: 5_000 }],
+    ['SCHEDULER_CAPACITY', '10', { deliveryConcurrency: 10, schedulerCapacity: 10 }],
+  ])('%s=%s alone moves the unset side of its rule', (name, value, expected) => {
+    expect(loadConfig({ [name]: value })).toMatchObject(expected);
+  });
+
+  test('a short lease with a set timeout derives the heartbeat from what the timeout leaves', () => {
+    expect(loadConfig({ LEASE: '20s', REQUEST_TIMEOUT: '14s' })).toMatchObject({ heartbeatIntervalMs: 2_000 });
+    expect(loadConfig({ LEASE: '20s', HEARTBEAT_INTERVAL: '4s' })).toMatchObject({ requestTimeoutMs: 6_000 });
+  });
+
+  test('two values set that contradict each other still stop the start, naming the rule', () => {
+    expect(() => loadConfig({ BREAKER_RESET_TIMEOUT: '10s', BREAKER_WINDOW: '30s' })).toThrow(
+      'BREAKER_WINDOW: must not exceed BREAKER_RESET_TIMEOUT (10s), got 30s',
+    );
+    expect(() => loadConfig({ SCHEDULER_CAPACITY: '10', DELIVERY_CONCURRENCY: '64' })).toThrow(
+      'SCHEDULER_CAPACITY: must be at least DELIVERY_CONCURRENCY (64), got 10',
+    );
+    expect(() => loadConfig({ LEASE: '30s', REQUEST_TIMEOUT: '60s' })).toThrow(
+      /LEASE: must exceed REQUEST_TIMEOUT \+ 2 x HEARTBEAT_INTERVAL/,
+    );
+  });
+
+  test('a bad METRICS_TOKEN is refused without repeating it', () => {
+    expect(() => loadConfig({ METRICS_TOKEN: 'short secret' })).toThrow(
+      'METRICS_TOKEN: expected 16-4096 printable characters without spaces (value not shown)',
+    );
+    expect(() => loadConfig({ METRICS_TOKEN: 'short secret' })).not.toThrow(/short secret/);
+    expect(() => loadConfig({ HTTP_HOST: 'localhost' })).toThrow(
+      'HTTP_HOST: expected an IP address to listen on, e.g. 127.0.0.1, 0.0.0.0 or ::',
+    );
+  });
+
+  test('BREAKER_RESET_TIMEOUT=10s alone starts a relay', async ({ db, spawnRelay }) => {
+    const relay = spawnRelay({
+      DATABASE_URL: db.url,
+      SLOT_NAME: db.slotName,
+      PUBLICATION_NAME: db.publicationName,
+      HTTP_PORT: '0',
+      BREAKER_RESET_TIMEOUT: '10s',
+    });
+    await untilReady(relay);
+    expect(relay.stderr()).toBe('');
+  });
 });

@@ -61,7 +61,7 @@ function relayEnvNames(): string[] {
   return [...seen].sort();
 }
 const ENV_NAMES = relayEnvNames();
-const SPECIAL = ['DATABASE_URL', 'WORKER_ID'];
+const SPECIAL = ['DATABASE_URL', 'WORKER_ID', 'METRICS_TOKEN'];
 
 /** `- name: X` / `value: {{ ... .Values.config.k ... }}` pairs of the "outbox-relay.env" template. */
 function templateEnvMapping(): Map<string, { key: string; join: boolean }> {
@@ -111,6 +111,26 @@ describe('chart values validate against values.schema.json', () => {
     ['a bad retry step', { config: { retrySchedule: ['5s', 'soon'] } }, '/config/retrySchedule/1', 'pattern'],
     ['an unknown mode', { mode: 'daemonset' }, '/mode', 'enum'],
     ['a service port above 65535', { service: { port: 70_000 } }, '/service/port', 'maximum'],
+    ['a host name as bind address', { config: { httpHost: 'localhost' } }, '/config/httpHost', 'pattern'],
+    ['a derived duration in words', { config: { breakerWindow: 'half a minute' } }, '/config/breakerWindow', 'pattern'],
+    [
+      'a network policy without the database',
+      { networkPolicy: { enabled: true } },
+      '/networkPolicy/database/cidrs',
+      'minItems',
+    ],
+    [
+      'a webhook port above 65535',
+      { networkPolicy: { webhooks: { ports: [443, 70_000] } } },
+      '/networkPolicy/webhooks/ports/1',
+      'maximum',
+    ],
+    [
+      'a database CIDR without a prefix',
+      { networkPolicy: { database: { cidrs: ['10.0.0.7'] } } },
+      '/networkPolicy/database/cidrs/0',
+      'pattern',
+    ],
     [
       'DATABASE_URL through extraEnv',
       { extraEnv: [{ name: 'DATABASE_URL', value: 'postgres://u:p@db/app' }] },
@@ -128,6 +148,8 @@ describe('chart values validate against values.schema.json', () => {
     ['a database URL in plain text', { databaseUrl: 'postgres://u:p@db/app' }, '', 'databaseUrl'],
     ['a misspelt config knob', { config: { deliveryConcurency: 8 } }, '/config', 'deliveryConcurency'],
     ['a misspelt nested key', { serviceMonitor: { enable: true } }, '/serviceMonitor', 'enable'],
+    ['a misspelt network policy key', { networkPolicy: { egress: [] } }, '/networkPolicy', 'egress'],
+    ['a token in plain text', { metricsTokenSecret: { value: 'x' } }, '/metricsTokenSecret', 'value'],
     ['a misspelt resources key', { resources: { limit: { memory: '1Gi' } } }, '/resources', 'limit'],
     [
       'a misspelt securityContext key',
@@ -162,6 +184,16 @@ describe('every relay environment variable is reachable from values', () => {
     expect(helpers).toMatch(/- name: WORKER_ID\n\s+valueFrom:\n\s+fieldRef:\n\s+fieldPath: metadata\.name/);
   });
 
+  test('METRICS_TOKEN comes from a Secret, only when one is named, and the ServiceMonitor sends it', () => {
+    expect(helpers).toMatch(
+      /\{\{- if \.Values\.metricsTokenSecret\.name \}\}\n- name: METRICS_TOKEN\n\s+valueFrom:\n\s+secretKeyRef:\n\s+name: \{\{ \.Values\.metricsTokenSecret\.name \| quote \}\}\n\s+key: .*\.Values\.metricsTokenSecret\.key/,
+    );
+    expect(text(`${CHART}templates/servicemonitor.yaml`)).toMatch(
+      /\{\{- if \.Values\.metricsTokenSecret\.name \}\}[\s\S]*authorization:\n\s+type: Bearer\n\s+credentials:\n\s+name: \{\{ \.Values\.metricsTokenSecret\.name \| quote \}\}\n\s+key: \{\{ \.Values\.metricsTokenSecret\.key \| quote \}\}/,
+    );
+    expect(defaults.metricsTokenSecret).toEqual({ name: '', key: 'token' });
+  });
+
   test('each other variable is set from config.<camelCase name>, and config holds nothing else', () => {
     const expected = ENV_NAMES.filter((name) => !SPECIAL.includes(name)).map((name) => [name, camel(name)]);
     const actual = [...MAPPING].map(([name, { key }]) => [name, key]);
@@ -191,12 +223,66 @@ describe('every relay environment variable is reachable from values', () => {
     expect(loadConfig({ ...base, ...renderedEnv(defaults.config as Values) })).toEqual(loadConfig(base));
   });
 
+  // The keys a cross-field rule ties together default to "" (the relay derives them), so each can change alone.
+  test.each([
+    ['lease', '2s'],
+    ['lease', '10m'],
+    ['heartbeatInterval', '20s'],
+    ['requestTimeout', '60s'],
+    ['breakerResetTimeout', '10s'],
+    ['breakerWindow', '1m'],
+    ['deliveryConcurrency', 5_000],
+    ['schedulerCapacity', 10],
+    ['httpHost', '127.0.0.1'],
+    ['httpHost', '::'],
+  ])('config.%s: %j alone renders a configuration the relay accepts', (key, value) => {
+    const values = coalesce(defaults, { config: { [key]: value } });
+    expect(errorsOf(values)).toEqual([]);
+    const env = { DATABASE_URL: 'postgres://u:p@db/app', WORKER_ID: 'pod-0', ...renderedEnv(values.config as Values) };
+    expect(() => loadConfig(env)).not.toThrow();
+  });
+
   test.each([
     ['standalone', coalesce(defaults, standalone)],
     ['sidecar', coalesce(defaults, sidecar)],
   ])('the %s example renders a configuration the relay accepts', (_name, values) => {
     const env = { DATABASE_URL: 'postgres://u:p@db/app', WORKER_ID: 'pod-0', ...renderedEnv(values.config as Values) };
     expect(() => loadConfig(env)).not.toThrow();
+  });
+});
+
+describe('network policy', () => {
+  const policy = text(`${CHART}templates/networkpolicy.yaml`);
+
+  test('is off by default, standalone only, and needs the database when on', () => {
+    expect(defaults.networkPolicy).toMatchObject({ enabled: false, database: { cidrs: [], peers: [], port: 5432 } });
+    expect(policy).toMatch(/^\{\{- if and \(eq \.Values\.mode "standalone"\) \.Values\.networkPolicy\.enabled \}\}/);
+    expect(policy).toMatch(/\{\{- if not \(or \$np\.database\.cidrs \$np\.database\.peers\) \}\}\n\{\{- fail /);
+    const on = { networkPolicy: { enabled: true, database: { cidrs: ['10.0.12.7/32'] } } };
+    expect(errorsOf(coalesce(defaults, on))).toEqual([]);
+    const peers = {
+      networkPolicy: { enabled: true, database: { peers: [{ podSelector: { matchLabels: { app: 'db' } } }] } },
+    };
+    expect(errorsOf(coalesce(defaults, peers))).toEqual([]);
+  });
+
+  test('egress: the database port, webhook ports outside private ranges, DNS; ingress: the relay port only', () => {
+    expect(policy).toMatch(/policyTypes:\n\s+- Ingress\n\s+- Egress/);
+    expect(policy).toMatch(/ingress:\n\s+- ports:\n\s+- port: relay-http\n\s+protocol: TCP/);
+    expect(policy).toMatch(/port: \{\{ \$np\.database\.port \| int64 \}\}/);
+    expect(policy).toMatch(/\{\{- range \$np\.webhooks\.ports \}\}\n\s+- port: \{\{ \. \| int64 \}\}/);
+    expect(policy).toMatch(/- port: 53\n\s+protocol: UDP\n\s+- port: 53\n\s+protocol: TCP/);
+    const webhooks = (
+      defaults.networkPolicy as { webhooks: { ports: number[]; ipBlocks: { cidr: string; except: string[] }[] } }
+    ).webhooks;
+    expect(webhooks.ports).toEqual([443]);
+    const [v4, v6] = webhooks.ipBlocks;
+    expect(v4?.cidr).toBe('0.0.0.0/0');
+    expect(v4?.except).toEqual(
+      expect.arrayContaining(['10.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16']),
+    );
+    expect(v6?.cidr).toBe('::/0');
+    expect(v6?.except).toEqual(expect.arrayContaining(['fc00::/7', 'fe80::/10']));
   });
 });
 

@@ -118,6 +118,149 @@ describe('opt-ins', () => {
   });
 });
 
+describe('IPv4 embedded in IPv6 is judged as that IPv4 address', () => {
+  // Cloud metadata in every notation and every IPv6 form that carries an IPv4 address.
+  const metadataForms: [string, string][] = [
+    ['169.254.169.254', 'dotted'],
+    ['2852039166', 'decimal'],
+    ['0xa9fea9fe', 'hex'],
+    ['0251.0376.0251.0376', 'octal'],
+    ['169.254.43518', 'short form'],
+    ['::ffff:169.254.169.254', 'IPv4-mapped'],
+    ['::ffff:a9fe:a9fe', 'IPv4-mapped, hex'],
+    ['64:ff9b::a9fe:a9fe', 'NAT64 well-known prefix'],
+    ['64:ff9b::169.254.169.254', 'NAT64 well-known prefix, dotted'],
+    ['64:ff9b:1::a9fe:a9fe', 'NAT64 local-use prefix, /96 format'],
+    ['64:ff9b:1:0:a9:fea9:fe00:0', 'NAT64 local-use prefix, /64 format'],
+    ['64:ff9b:1:a9:fe:a9fe::', 'NAT64 local-use prefix, /56 format'],
+    ['64:ff9b:1:a9fe:a9:fe00::', 'NAT64 local-use prefix, /48 format'],
+    ['2002:a9fe:a9fe::1', '6to4'],
+    ['2001:0:4136:e378:8000:63bf:5601:5601', 'Teredo (client address inverted)'],
+    ['2001:0:a9fe:a9fe:8000:63bf:f7f7:f7f7', 'Teredo server'],
+    ['::a9fe:a9fe', 'IPv4-compatible'],
+    ['::169.254.169.254', 'IPv4-compatible, dotted'],
+    ['::ffff:0:a9fe:a9fe', 'IPv4-translated'],
+    ['::ffff:0:169.254.169.254', 'IPv4-translated, dotted'],
+    ['fe80::5efe:a9fe:a9fe', 'ISATAP, link-local'],
+    ['2606:4700::200:5efe:a9fe:a9fe', 'ISATAP, global prefix'],
+    ['fe80::a9fe:a9fe', 'OpenStack metadata over IPv6'],
+    ['fe80::a9fe:a9fe%eth0', 'OpenStack metadata over IPv6, with a zone'],
+    ['fd00:ec2::254', 'AWS metadata over IPv6'],
+    ['169.254.170.2', 'AWS ECS'],
+    ['169.254.170.23', 'AWS EKS Pod Identity'],
+    ['fd00:ec2::23', 'AWS EKS Pod Identity over IPv6'],
+    ['169.254.0.23', 'Tencent Cloud'],
+    ['64:ff9b::a9fe:17', 'Tencent Cloud via NAT64'],
+    ['100.100.100.200', 'Alibaba Cloud'],
+    ['64:ff9b::6464:64c8', 'Alibaba Cloud via NAT64'],
+    ['168.63.129.16', 'Azure WireServer'],
+    ['2002:a83f:8110::', 'Azure WireServer via 6to4'],
+    ['192.0.0.192', 'Oracle Cloud'],
+    ['::ffff:0:c000:c0', 'Oracle Cloud, IPv4-translated'],
+  ];
+  const optIns: [string, SsrfPolicy][] = [
+    ['the default policy', DEFAULT],
+    ['ALLOW_PRIVATE_NETWORKS', policy({ allowPrivateNetworks: true })],
+    ['ALLOWED_CIDRS=64:ff9b::/96', policy({ allowCidrs: ['64:ff9b::/96'] })],
+    ['ALLOWED_CIDRS covering everything', policy({ allowCidrs: ['0.0.0.0/0', '::/0'] })],
+    [
+      'both, with every transition prefix listed',
+      policy({
+        allowPrivateNetworks: true,
+        allowCidrs: ['0.0.0.0/0', '::/0', '64:ff9b::/96', '64:ff9b:1::/48', '2002::/16', '2001::/32'],
+      }),
+    ],
+  ];
+  test.each(optIns.flatMap(([name, p]) => metadataForms.map(([address, form]) => [address, form, name, p] as const)))(
+    'refuses metadata %s (%s) under %s',
+    (address, _form, _name, p) => {
+      const verdict = classify(address, p);
+      expect(verdict.allowed ? 'allowed' : verdict.reason).toMatch(/^blocked destination: /);
+      if (p.allowPrivateNetworks) expect(verdict.allowed || verdict.reason).toContain('a cloud metadata endpoint');
+    },
+  );
+
+  test.each([
+    ['64:ff9b::a9fe:a9fe', 'NAT64 (64:ff9b::/96) for 169.254.169.254, which is a cloud metadata endpoint (AWS'],
+    ['2001:0:4136:e378:8000:63bf:5601:5601', 'Teredo (2001::/32) for 169.254.169.254, which is a cloud metadata'],
+    ['::ffff:0:a9fe:a9fe', 'IPv4-translated (::ffff:0:0:0/96) for 169.254.169.254, which is a cloud metadata'],
+    ['fe80::a9fe:a9fe', 'fe80::a9fe:a9fe is a cloud metadata endpoint (OpenStack instance metadata over IPv6)'],
+    ['169.254.0.23', '169.254.0.23 is a cloud metadata endpoint (Tencent Cloud instance metadata)'],
+  ])('under ALLOW_PRIVATE_NETWORKS, %s is refused naming what it embeds', (address, reason) => {
+    const verdict = classify(address, policy({ allowPrivateNetworks: true }));
+    expect(verdict.allowed ? 'allowed' : verdict.reason).toContain(reason);
+  });
+
+  // ALLOWED_CIDRS=64:ff9b::/96 is how an IPv6-only cluster reaches IPv4 receivers through NAT64: it admits the
+  // wrapped public addresses, never what the IPv4 rules refuse.
+  const nat64 = policy({ allowCidrs: ['64:ff9b::/96'] });
+  test.each(['64:ff9b::808:808', '64:ff9b::8.8.8.8', '64:ff9b::101:101', '64:ff9b::ac20:1'])(
+    'ALLOWED_CIDRS=64:ff9b::/96 admits %s, a wrapped public address',
+    (address) => {
+      expect(classify(address, nat64)).toEqual({ allowed: true });
+    },
+  );
+  const private4 = 'private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)';
+  test.each([
+    ['64:ff9b::7f00:1', '64:ff9b::7f00:1', '127.0.0.1, which is loopback'],
+    ['64:ff9b::127.0.0.1', '64:ff9b::7f00:1', '127.0.0.1, which is loopback'],
+    ['64:ff9b::a00:1', '64:ff9b::a00:1', `10.0.0.1, which is ${private4}`],
+    ['64:ff9b::c0a8:101', '64:ff9b::c0a8:101', `192.168.1.1, which is ${private4}`],
+    ['64:ff9b::6440:1', '64:ff9b::6440:1', '100.64.0.1, which is carrier-grade NAT (100.64.0.0/10)'],
+    ['64:ff9b::a9fe:a9fe', '64:ff9b::a9fe:a9fe', '169.254.169.254, which is link-local'],
+    ['64:ff9b::0:0', '64:ff9b::', '0.0.0.0, which is in "this network" (0.0.0.0/8)'],
+    ['64:ff9b::e000:1', '64:ff9b::e000:1', '224.0.0.1, which is multicast'],
+  ])('ALLOWED_CIDRS=64:ff9b::/96 refuses %s', (address, shown, embedded) => {
+    expect(classify(address, nat64)).toEqual({
+      allowed: false,
+      reason: `blocked destination: ${shown} is NAT64 (64:ff9b::/96) for ${embedded}`,
+    });
+  });
+
+  test('a listed IPv4 range opens its wrapped form only together with the IPv6 prefix', () => {
+    expect(classify('64:ff9b::a00:1', policy({ allowCidrs: ['10.0.0.0/8'] })).allowed).toBe(false);
+    expect(classify('64:ff9b::a00:1', policy({ allowCidrs: ['10.0.0.0/8', '64:ff9b::/96'] }))).toEqual({
+      allowed: true,
+    });
+    // IPv4-mapped is the IPv4 address itself: an IPv6 entry over ::ffff:0:0/96 opens nothing.
+    expect(classify('::ffff:127.0.0.1', policy({ allowCidrs: ['::ffff:0:0/96'] })).allowed).toBe(false);
+  });
+
+  test('a /96 allow-list entry is read as a network-specific NAT64 prefix', () => {
+    const nsp = policy({ allowCidrs: ['2001:db8:64::/96'] });
+    expect(classify('2001:db8:64::808:808', nsp)).toEqual({ allowed: true });
+    expect(classify('2001:db8:64::7f00:1', nsp)).toEqual({
+      allowed: false,
+      reason: 'blocked destination: 2001:db8:64::7f00:1 is NAT64 (2001:db8:64::/96) for 127.0.0.1, which is loopback',
+    });
+  });
+
+  test('the local-use NAT64 prefix is judged in every RFC 6052 format the address fits', () => {
+    const local = policy({ allowCidrs: ['64:ff9b:1::/48'] });
+    expect(classify('64:ff9b:1::808:808', local)).toEqual({ allowed: true });
+    expect(classify('64:ff9b:1::7f00:1', local).allowed).toBe(false);
+    expect(classify('64:ff9b:1:7f:0:1::', local).allowed).toBe(false); // 127.0.0.1 in the /48 format
+  });
+
+  test('6to4 and Teredo opened by prefix still judge the IPv4 addresses they carry', () => {
+    const transition = policy({ allowCidrs: ['2002::/16', '2001::/32'] });
+    expect(classify('2002:808:808::1', transition)).toEqual({ allowed: true });
+    expect(classify('2002:7f00:1::1', transition)).toMatchObject({
+      reason: 'blocked destination: 2002:7f00:1::1 is 6to4 (2002::/16) for 127.0.0.1, which is loopback',
+    });
+    expect(classify('2001:0:4136:e378:8000:63bf:f7f7:f7f7', transition)).toEqual({ allowed: true }); // 8.8.8.8
+    expect(classify('2001:0:4136:e378:8000:63bf:80ff:fffe', transition).allowed).toBe(false); // 127.0.0.1
+    expect(classify('2001:0:7f00:1:8000:63bf:f7f7:f7f7', transition).allowed).toBe(false); // server 127.0.0.1
+  });
+
+  test('under ALLOW_PRIVATE_NETWORKS a wrapped private address passes like the address itself', () => {
+    const open = policy({ allowPrivateNetworks: true });
+    for (const address of ['64:ff9b::a00:1', '2002:a00:1::', '::ffff:0:7f00:1', '::a00:1']) {
+      expect(classify(address, open), address).toEqual({ allowed: true });
+    }
+  });
+});
+
 describe('parseCidrs', () => {
   test('reads a comma or space separated list, normalising entries', () => {
     expect(parseCidrs('10.0.0.0/8, fd00::/8  169.254.169.254,FD00:EC2::254')).toEqual([
@@ -285,6 +428,18 @@ describe('createGuardedConnector', () => {
     });
     expect(attempts).toEqual([]);
     expect(receiver.connections).toEqual({ '127.0.0.1': 0, '127.0.0.2': 0 });
+  });
+
+  test('a name answering NAT64-wrapped metadata is refused under ALLOWED_CIDRS=64:ff9b::/96', async () => {
+    const receiver = await startReceiver();
+    const { lookup } = scriptedLookup(['127.0.0.2', '64:ff9b::a9fe:a9fe']);
+    const { agent, attempts } = guardedAgent(policy({ allowCidrs: ['127.0.0.2/32', '64:ff9b::/96'] }), { lookup });
+    await expect(get(agent, `http://internal.test:${receiver.port}/`)).rejects.toMatchObject({
+      code: 'ERR_SSRF_BLOCKED',
+      message:
+        'blocked destination: internal.test resolves to 64:ff9b::a9fe:a9fe, which is NAT64 (64:ff9b::/96) for 169.254.169.254, which is link-local',
+    });
+    expect(attempts).toEqual([]);
   });
 
   test('checks every new socket again, so a rebinding answer is refused', async () => {

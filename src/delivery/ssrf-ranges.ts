@@ -71,16 +71,21 @@ export const GLOBAL_UNICAST_V6: Cidr = ipaddr.parseCIDR('2000::/3');
 
 /**
  * Cloud instance-metadata and host-agent addresses: credentials live behind them. Refused even under
- * ALLOW_PRIVATE_NETWORKS and broad allow-list entries; only an allow-list entry naming the single
- * address (a /32 or /128) lets one through. Keys are ipaddr's canonical `toString()`.
+ * ALLOW_PRIVATE_NETWORKS and broad allow-list entries, and in every IPv6 form that embeds them (ssrf.ts judges
+ * the embedded IPv4 address); only an allow-list entry naming the single address (a /32 or /128) lets one
+ * through. Keys are ipaddr's canonical `toString()`, without a zone.
  */
 export const METADATA_ADDRESSES: ReadonlyMap<string, string> = new Map(
   (
     [
       ['169.254.169.254', 'AWS, GCP, Azure, OpenStack instance metadata'],
-      ['169.254.170.2', 'AWS ECS task metadata'],
       ['fd00:ec2::254', 'AWS instance metadata over IPv6'],
+      ['fe80::a9fe:a9fe', 'OpenStack instance metadata over IPv6'],
+      ['169.254.170.2', 'AWS ECS task metadata'],
+      ['169.254.170.23', 'AWS EKS Pod Identity agent'],
+      ['fd00:ec2::23', 'AWS EKS Pod Identity agent over IPv6'],
       ['100.100.100.200', 'Alibaba Cloud instance metadata'],
+      ['169.254.0.23', 'Tencent Cloud instance metadata'],
       ['168.63.129.16', 'Azure WireServer'],
       ['192.0.0.192', 'Oracle Cloud instance metadata'],
     ] as const

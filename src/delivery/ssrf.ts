@@ -6,6 +6,7 @@ import dns from 'node:dns';
 import net, { type LookupFunction, type Socket } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { buildConnector } from 'undici';
+import { embeddedIPv4 } from './embedded-ipv4.ts';
 import { EXTRA_RANGES, GLOBAL_UNICAST_V6, METADATA_ADDRESSES, rangeLabel, type Ip } from './ssrf-ranges.ts';
 
 export type SsrfPolicy = {
@@ -64,20 +65,29 @@ export function parseCidrs(text: string): string[] | { error: string } {
   return out;
 }
 
-type Compiled = { allowPrivateNetworks: boolean; allow: [Ip, number][] };
+type Compiled = {
+  allowPrivateNetworks: boolean;
+  allow: [Ip, number][];
+  /** The allow-list's IPv6 /96 entries: read as NAT64 prefixes, so what they wrap is judged as IPv4. */
+  nat64: [ipaddr.IPv6, number][];
+};
 type Verdict = { allowed: true } | { allowed: false; shown: string; what: string };
 
-const compiledPolicies = new WeakMap<readonly string[], [Ip, number][]>();
+const compiledPolicies = new WeakMap<readonly string[], Omit<Compiled, 'allowPrivateNetworks'>>();
 
 function compile(policy: SsrfPolicy): Compiled {
-  let allow = compiledPolicies.get(policy.allowCidrs);
-  if (!allow) {
+  let lists = compiledPolicies.get(policy.allowCidrs);
+  if (!lists) {
     const parsed = parseCidrs(policy.allowCidrs.join(','));
     if (!Array.isArray(parsed)) throw new Error(`SSRF allow-list: ${parsed.error}`);
-    allow = parsed.map((cidr) => ipaddr.parseCIDR(cidr));
-    compiledPolicies.set(policy.allowCidrs, allow);
+    const allow = parsed.map((cidr) => ipaddr.parseCIDR(cidr));
+    const nat64 = allow.filter(
+      (range): range is [ipaddr.IPv6, number] => range[0].kind() === 'ipv6' && range[1] === 96,
+    );
+    lists = { allow, nat64 };
+    compiledPolicies.set(policy.allowCidrs, lists);
   }
-  return { allowPrivateNetworks: policy.allowPrivateNetworks, allow };
+  return { allowPrivateNetworks: policy.allowPrivateNetworks, ...lists };
 }
 
 function within(ip: Ip, [network, bits]: [Ip, number]): boolean {
@@ -107,17 +117,45 @@ function parseAddress(address: string): Ip {
 }
 
 /**
- * The decision. IPv4-mapped IPv6 (::ffff:a.b.c.d) is unwrapped and judged as the IPv4 address it
- * connects to, so ::ffff:8.8.8.8 passes and ::ffff:127.0.0.1 does not. Other IPv4 embeddings
- * (::/96, NAT64, 6to4, Teredo) are refused outright: where they lead depends on a translator.
+ * The decision. IPv4-mapped IPv6 (::ffff:a.b.c.d) is unwrapped and judged as the IPv4 address it connects to,
+ * so ::ffff:8.8.8.8 passes and ::ffff:127.0.0.1 does not. Every other form that embeds IPv4 (NAT64, 6to4,
+ * Teredo, ISATAP, IPv4-compatible, IPv4-translated) must pass twice: as the IPv6 address (non-global, so only
+ * with ALLOW_PRIVATE_NETWORKS or an allow-list entry covering it) and then by what it embeds, judged exactly
+ * as that IPv4 address would be. An IPv6 allow-list entry such as 64:ff9b::/96 therefore never admits
+ * NAT64-wrapped loopback, and metadata stays refused in every encoding.
  */
-function evaluate(address: string, { allowPrivateNetworks, allow }: Compiled): Verdict {
+function evaluate(address: string, compiled: Compiled): Verdict {
   if (!ipaddr.isValid(address)) return { allowed: false, shown: JSON.stringify(address), what: 'not an IP address' };
   const raw = parseAddress(address);
-  const ip = raw instanceof ipaddr.IPv6 && raw.isIPv4MappedAddress() ? raw.toIPv4Address() : raw;
-  const shown = raw.kind() !== ip.kind() ? `::ffff:${ip.toString()}` : ip.toString();
-  const listed = allow.filter((range) => within(ip, range) || within(raw, range));
-  const metadata = METADATA_ADDRESSES.get(ip.toString());
+  if (raw instanceof ipaddr.IPv4) return judge(raw, compiled);
+  if (raw.isIPv4MappedAddress()) {
+    const ip = raw.toIPv4Address();
+    const verdict = judge(ip, compiled);
+    return verdict.allowed ? verdict : { ...verdict, shown: `::ffff:${ip.toString()}` };
+  }
+  const outer = judge(raw, compiled);
+  const embedding = embeddedIPv4(raw, compiled.nat64);
+  if (!outer.allowed || embedding === undefined) return outer;
+  for (const ip of embedding.addresses) {
+    const inner = judge(ip, compiled);
+    if (!inner.allowed) {
+      return {
+        allowed: false,
+        shown: raw.toString(),
+        what: `${embedding.form} for ${ip.toString()}, which is ${inner.what}`,
+      };
+    }
+  }
+  return { allowed: true };
+}
+
+/** One address as itself: the allow-list (same family only), metadata, ALLOW_PRIVATE_NETWORKS, its range. */
+function judge(ip: Ip, { allowPrivateNetworks, allow }: Compiled): Verdict {
+  const shown = ip.toString();
+  const listed = allow.filter((range) => within(ip, range));
+  // A zone (fe80::a9fe:a9fe%eth0) does not change which host answers.
+  const canonical = ip instanceof ipaddr.IPv6 ? new ipaddr.IPv6(ip.parts).toString() : shown;
+  const metadata = METADATA_ADDRESSES.get(canonical);
   if (metadata !== undefined) {
     if (listed.some(([network, bits]) => bits === (network.kind() === 'ipv4' ? 32 : 128))) return { allowed: true };
     if (allowPrivateNetworks || listed.length > 0) return { allowed: false, shown, what: metadata };

@@ -58,9 +58,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+A whole number as the relay reads it: through int64 first, because Helm reads numbers as floats and 1000000
+would otherwise print as 1e+06. "" stays "" (unset: the relay derives that default).
+*/}}
+{{- define "outbox-relay.int" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ . | int64 | quote }}{{ end }}
+{{- end }}
+
+{{/*
 The relay's environment: one variable per key of src/config.ts's EnvSchema (test/helm-values.test.ts keeps
-this list complete). Values reach the relay as strings; whole numbers go through int64 first, because Helm
-reads numbers as floats and 1000000 would otherwise print as 1e+06.
+this list complete). Values reach the relay as strings; an empty one counts as unset.
 */}}
 {{- define "outbox-relay.env" -}}
 - name: DATABASE_URL
@@ -74,6 +81,15 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
       fieldPath: metadata.name
 - name: HTTP_PORT
   value: {{ .Values.config.httpPort | int64 | quote }}
+- name: HTTP_HOST
+  value: {{ .Values.config.httpHost | quote }}
+{{- if .Values.metricsTokenSecret.name }}
+- name: METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.metricsTokenSecret.name | quote }}
+      key: {{ required "metricsTokenSecret.key is required" .Values.metricsTokenSecret.key | quote }}
+{{- end }}
 - name: LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}
 - name: ALLOW_PRIVATE_NETWORKS
@@ -89,11 +105,11 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
 - name: PUBLICATION_NAME
   value: {{ .Values.config.publicationName | quote }}
 - name: DELIVERY_CONCURRENCY
-  value: {{ .Values.config.deliveryConcurrency | int64 | quote }}
+  value: {{ include "outbox-relay.int" .Values.config.deliveryConcurrency }}
 - name: ENDPOINT_CONCURRENCY
   value: {{ .Values.config.endpointConcurrency | int64 | quote }}
 - name: SCHEDULER_CAPACITY
-  value: {{ .Values.config.schedulerCapacity | int64 | quote }}
+  value: {{ include "outbox-relay.int" .Values.config.schedulerCapacity }}
 - name: PAYLOAD_BUDGET
   value: {{ .Values.config.payloadBudget | quote }}
 - name: CLAIM_BATCH
