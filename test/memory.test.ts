@@ -29,8 +29,9 @@ test('large payloads stay within PAYLOAD_BUDGET: the scheduler holds at most its
     },
     { what: `${EVENTS} large deliveries`, timeoutMs: 30_000, intervalMs: 10 },
   );
-  // The scheduler's share is three quarters of the budget (6 MiB): at most 12 of these payloads, never all 48.
+  // The scheduler's share is three quarters of the budget (6 MiB): about 12 of these payloads, never all 48.
   expect(peak).toBeGreaterThan(2 * PAYLOAD); // the load was real
-  expect(peak).toBeLessThanOrEqual(6 * MIB + PAYLOAD + 1_024); // one payload (and its JSON) of slack
+  // Slack: one fan-out batch (at most an eighth of the budget) admitted on the size estimate, plus one payload.
+  expect(peak).toBeLessThanOrEqual(6 * MIB + MIB + PAYLOAD + 1_024);
   expect(receiver.requests.every((r) => r.body.length > PAYLOAD)).toBe(true);
 });
