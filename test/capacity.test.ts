@@ -119,3 +119,12 @@ test('with large payloads the byte budget binds before the count, but one place 
   c.admit(c.reserve(1), ['A']);
   expect(c.room()).toBe(0);
 });
+
+test('a backlog marked while a claim ran survives that claim’s result', () => {
+  const c = createCapacity(8);
+  const before = c.marks();
+  c.markBacklog(); // fan-out left rows pending while the claim was in flight
+  c.claimed([], false, before); // the claim saw nothing: its snapshot predates those rows
+  hold(c, 'A', 2);
+  expect(c.release('A', 2)).toBe(true);
+});

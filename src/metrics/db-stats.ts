@@ -18,10 +18,14 @@ const Stats = z.object({
 const readStats = (slotName: string) => sql.type(Stats)`
   SELECT
     (SELECT count(*) FROM webhooks.deliveries WHERE status = 'pending')::int AS pending,
-    coalesce((SELECT extract(epoch FROM now() - d.next_attempt_at)
-              FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id AND ep.enabled
-              WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-              ORDER BY d.next_attempt_at LIMIT 1), 0)::float8 AS "oldestDueSeconds",
+    -- One descent of the per-endpoint pending index per enabled endpoint: its oldest due row.
+    coalesce((SELECT extract(epoch FROM now() - min(first.next_attempt_at))
+              FROM webhooks.endpoints ep
+              CROSS JOIN LATERAL (
+                SELECT d.next_attempt_at FROM webhooks.deliveries d
+                WHERE d.endpoint_id = ep.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+                ORDER BY d.endpoint_id, d.next_attempt_at LIMIT 1) first
+              WHERE ep.enabled), 0)::float8 AS "oldestDueSeconds",
     (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)
      FROM pg_replication_slots WHERE slot_name = ${slotName})::float8 AS "lagBytes",
     (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)

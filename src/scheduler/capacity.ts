@@ -22,6 +22,7 @@ export function createCapacity(capacity: number, maxBytes = Number.POSITIVE_INFI
   let avgBytes = 1_024; // a moving average of payload sizes: how many places the free bytes are worth
   let accepting = true;
   let backlog = false;
+  let marks = 0; // how many times a backlog was marked
   const heldBy = new Map<string, number>();
   const waiting = new Set<string>();
 
@@ -93,17 +94,20 @@ export function createCapacity(capacity: number, maxBytes = Number.POSITIVE_INFI
     /** Rows may be waiting in the table (fan-out left some pending, a sweep recovered some). */
     markBacklog: (): void => {
       backlog = true;
+      marks++;
     },
+    /** Taken before a claim: a backlog marked while the claim ran is not cleared by its result. */
+    marks: (): number => marks,
     /**
      * What a claim found. `more`: endpoints that still have due rows. `limited`: the claim stopped at its total
      * (or did not reach every endpoint with pending rows), so more may be claimable now. Endpoints left with
      * rows only because of their quota wait for their own places to free (`release`), not for the next claim:
      * otherwise every completion of an endpoint over its share would cost a claim statement.
      */
-    claimed: (more: readonly string[], limited: boolean): void => {
+    claimed: (more: readonly string[], limited: boolean, marksBefore = marks): void => {
       waiting.clear();
       for (const id of more) waiting.add(id);
-      backlog = limited;
+      backlog = limited || marks !== marksBefore;
     },
     stopAccepting: (): void => {
       accepting = false;

@@ -26,6 +26,7 @@ export async function runClaimer(deps: ClaimerDeps, signal: AbortSignal): Promis
   let cursor = FIRST_ENDPOINT;
   while (!signal.aborted) {
     let again = false;
+    const marks = deps.scheduler.backlogMarks();
     const reserved = deps.scheduler.reserve(deps.claimBatch);
     if (reserved > 0) {
       let jobs: Job[] = [];
@@ -35,10 +36,11 @@ export async function runClaimer(deps: ClaimerDeps, signal: AbortSignal): Promis
         );
         jobs = rows.flatMap(toJob);
         const { more, cursor: next } = rows[0] ?? { more: [], cursor: null };
-        // A claim that filled its total, or stopped before the end of the endpoint list, may find more now.
-        again = jobs.length === reserved || next !== null;
+        // More may be claimable now: the claim filled its total, stopped before the end of the endpoint list, or
+        // started mid-list (the endpoints before its cursor have not been looked at this round).
+        again = jobs.length === reserved || next !== null || cursor !== FIRST_ENDPOINT;
         cursor = next ?? FIRST_ENDPOINT;
-        deps.scheduler.claimed(more, again);
+        deps.scheduler.claimed(more, again, marks);
       } catch (err) {
         deps.log.error({ err }, 'claiming due deliveries failed');
       } finally {

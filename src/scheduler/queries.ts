@@ -66,9 +66,11 @@ export const claimFair = (
   ), due AS (
     SELECT picked.id, e.endpoint_id FROM eligible e
     CROSS JOIN LATERAL (
+      -- Ordered as the per-endpoint index is, so that index is the plan: the global due index filtered by
+      -- endpoint walked every older row of every other endpoint first (an old backlog, per claim).
       SELECT d.id FROM webhooks.deliveries d
       WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now()
-      ORDER BY d.next_attempt_at
+      ORDER BY d.endpoint_id, d.next_attempt_at
       LIMIT e.quota
       FOR UPDATE OF d SKIP LOCKED
     ) picked
@@ -77,14 +79,23 @@ export const claimFair = (
   ), parked AS (
     -- A due row of a disabled endpoint (one that raced its endpoint being disabled) is parked, not claimed.
     UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', updated_at = now()
-    FROM candidates c JOIN webhooks.endpoints ep ON ep.id = c.endpoint_id AND NOT ep.enabled
-    WHERE d.endpoint_id = c.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+    WHERE d.id IN (
+      SELECT x.id FROM candidates c
+      JOIN webhooks.endpoints ep ON ep.id = c.endpoint_id AND NOT ep.enabled
+      CROSS JOIN LATERAL (
+        SELECT d2.id FROM webhooks.deliveries d2
+        WHERE d2.endpoint_id = c.endpoint_id AND d2.status = 'pending' AND d2.next_attempt_at <= now()
+        ORDER BY d2.endpoint_id, d2.next_attempt_at
+        LIMIT ${literalInt(limit)}
+      ) x)
   ), claimed AS (
     UPDATE webhooks.deliveries d
     SET status = 'delivering', attempts = d.attempts + 1, lease_owner = ${owner},
         lease_until = ${leaseUntil(leaseMs)}, updated_at = now()
-    FROM due, webhooks.outbox o, webhooks.endpoints ep
-    WHERE d.id = due.id AND o.id = d.outbox_id AND ep.id = d.endpoint_id
+    FROM webhooks.outbox o, webhooks.endpoints ep
+    -- = ANY (ARRAY(…)): primary-key probes. Joined to the CTE the planner misjudged its size and hashed a
+    -- sequential scan of every delivery and outbox row into each claim.
+    WHERE d.id = ANY (ARRAY(SELECT due.id FROM due)) AND o.id = d.outbox_id AND ep.id = d.endpoint_id
     RETURNING d.id AS "deliveryId", d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId",
               d.attempts AS attempt, o.event_type AS "eventType", o.payload::text AS payload,
               o.created_at AS "createdAtMs", ${endpointColumns}
@@ -94,6 +105,7 @@ export const claimFair = (
     WHERE EXISTS (
       SELECT 1 FROM webhooks.deliveries d
       WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+      ORDER BY d.endpoint_id, d.next_attempt_at
       OFFSET (SELECT count(*) FROM due WHERE due.endpoint_id = e.endpoint_id))
   ), last AS (
     SELECT CASE WHEN count(endpoint_id) < ${literalInt(maxEndpoints)} THEN NULL

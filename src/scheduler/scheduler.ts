@@ -193,6 +193,7 @@ export function createScheduler(deps: SchedulerDeps) {
     },
     /** What a claim left behind: endpoints with due rows still, and whether the claim was cut short. */
     claimed: capacity.claimed,
+    backlogMarks: capacity.marks,
     /** Leases of in-flight and queued jobs that must be renewed. */
     heldIds: (): string[] => [...inFlight.keys(), ...queue.queuedIds()],
     /** Aborts the request of a delivery whose lease is gone, or forgets it if unstarted; its outcome will not be written. */
