@@ -81,11 +81,25 @@ function postgresCpu(): Map<number, number> {
   return byPid;
 }
 
+/** Busy CPU seconds of the whole machine so far (every core: all but idle and iowait), from /proc/stat. */
+function machineCpuSeconds(): number {
+  const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+  const n = ticks.map(Number);
+  const total = n.slice(0, 8).reduce((a, b) => a + b, 0);
+  return (total - n[3]! - n[4]!) / CLK_TCK;
+}
+
 /** Postgres CPU seconds used since `before` (processes started since count whole; ones that exited are missed). */
 function postgresCpuSince(before: Map<number, number>): number {
   let used = 0;
   for (const [pid, seconds] of postgresCpu()) used += seconds - (before.get(pid) ?? 0);
   return used;
+}
+
+/** The system's own row writes so far (cumulative statistics; a fresh snapshot for each read). */
+async function rowWrites(monitor: pg.Client, writesSql: string): Promise<number> {
+  await monitor.query('SELECT pg_stat_clear_snapshot()');
+  return Number((await monitor.query<{ n: number }>(writesSql)).rows[0]?.n ?? 0);
 }
 
 // ---- one measured run -------------------------------------------------------------------------------------------
@@ -122,7 +136,12 @@ export type Measured = {
    * CPU per delivery received, from the system being up to the end of the drain wait: the system's own process,
    * and every Postgres process (which includes the load generator's inserts: the application's share).
    */
-  cpuUsPerDelivery?: { system: number; postgres: number };
+  cpuUsPerDelivery?: { system: number; postgres: number; machine: number };
+  /**
+   * Rows the system itself wrote (its delivery bookkeeping: inserts, updates, deletes, from pg_stat_user_tables)
+   * per delivery received; the application's outbox inserts are not counted.
+   */
+  rowWritesPerDelivery?: number;
   /** Why the wait for deliveries ended: everything arrived, the deadline passed, or nothing arrived for a while. */
   stoppedBy?: 'drained' | 'deadline' | 'stall';
   /** Deliveries the system recorded as done (delivered / processed) whose seq never reached that receiver. */
@@ -179,7 +198,8 @@ export async function measure(
   let peakRssKb = 0;
   const sampler = setInterval(() => (peakRssKb = Math.max(peakRssKb, procStatus(pid).rssKb)), 200);
   // CPU from here (the system is up; its start-up is not counted) to the end of the drain wait.
-  const cpuBefore = { system: cpuSeconds(pid), postgres: postgresCpu() };
+  const cpuBefore = { system: cpuSeconds(pid), postgres: postgresCpu(), machine: machineCpuSeconds() };
+  const writesBefore = await rowWrites(monitor, sys.writesSql);
   try {
     await sleep(SETTLE_MS);
     const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
@@ -226,14 +246,21 @@ export async function measure(
     }
     peakRssKb = Math.max(peakRssKb, procStatus(pid).hwmKb);
     clearInterval(sampler);
-    const cpu = { system: cpuSeconds(pid) - cpuBefore.system, postgres: postgresCpuSince(cpuBefore.postgres) };
+    const cpu = {
+      system: cpuSeconds(pid) - cpuBefore.system,
+      postgres: postgresCpuSince(cpuBefore.postgres),
+      machine: machineCpuSeconds() - cpuBefore.machine,
+    };
     await running.stop(); // nothing is sent after this: receipts and the system's own records are final
     await sleep(200); // let the last answers' bookkeeping land in the receiver
     const { ports } = await ask<{ ports: PortStats[] }>(receiver, { cmd: 'collect' }, 'collect');
     const done = (await monitor.query<{ seq: number; url: string | null }>(sys.doneSql)).rows;
     const m = summarise(sys.name, load, loadResult, ports, healthy, slow, peakRssKb);
     if (m.received > 0) {
-      m.cpuUsPerDelivery = { system: (cpu.system / m.received) * 1e6, postgres: (cpu.postgres / m.received) * 1e6 };
+      const per = (seconds: number) => (seconds / m.received) * 1e6;
+      m.cpuUsPerDelivery = { system: per(cpu.system), postgres: per(cpu.postgres), machine: per(cpu.machine) };
+      // The system's backends have exited (it stopped), so their table statistics are flushed.
+      m.rowWritesPerDelivery = ((await rowWrites(monitor, sys.writesSql)) - writesBefore) / m.received;
     }
     // Lost for sure: the system recorded the delivery as done, yet its receiver never saw that seq.
     let lostDone = 0;

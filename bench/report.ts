@@ -21,7 +21,8 @@ export type Result = {
   insertRate?: number;
   peakRssMb: number;
   slowReceived?: number;
-  cpuUsPerDelivery?: { system: number; postgres: number };
+  cpuUsPerDelivery?: { system: number; postgres: number; machine?: number };
+  rowWritesPerDelivery?: number;
   maxSustained?: number;
   maxLimitedBy?: 'system' | 'inserts' | 'rates-exhausted';
   stoppedBy?: 'drained' | 'deadline' | 'stall';
@@ -90,6 +91,15 @@ function rows(run: RunResult): Row[] {
   const cpu = (label: string, s: Scenario | undefined) => {
     add(label, 'CPU µs/delivery: system', 'lower', s, (r) => r.cpuUsPerDelivery?.system, int);
     add(label, 'CPU µs/delivery: Postgres', 'lower', s, (r) => r.cpuUsPerDelivery?.postgres, int);
+    add(label, 'CPU µs/delivery: whole machine', 'lower', s, (r) => r.cpuUsPerDelivery?.machine, int);
+    add(
+      label,
+      'Postgres row writes/delivery',
+      'lower',
+      s,
+      (r) => r.rowWritesPerDelivery,
+      (v) => v.toFixed(2),
+    );
   };
   const steady = by('steady');
   add('steady', 'p50 ms', 'lower', steady, (r) => r.latencyMs?.p50, ms);

@@ -9,21 +9,15 @@ const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 export const SECRET_B64 = Buffer.alloc(32, 7).toString('base64');
 export const SECRET = `whsec_${SECRET_B64}`;
 
-/** outbox-relay's knobs for the whole run (recorded in the results). */
+/**
+ * outbox-relay's environment for the whole run (recorded in the results): its defaults, as a user gets them.
+ * Only what a loopback bench needs is set (receivers on 127.0.0.1 over plain http, any free health port), plus
+ * the image's own NODE_OPTIONS (a bounded young generation; V8 sizes it from the host's memory otherwise).
+ */
 export const RELAY_ENV: Record<string, string> = {
   ALLOW_PRIVATE_NETWORKS: 'true',
   ALLOW_HTTP: 'true',
   HTTP_PORT: '0',
-  LOG_LEVEL: 'warn',
-  DELIVERY_CONCURRENCY: '256',
-  ENDPOINT_CONCURRENCY: '64',
-  SCHEDULER_CAPACITY: '5000',
-  CLAIM_BATCH: '1000',
-  FANOUT_BATCH: '2000',
-  SHUTDOWN_GRACE: '2s',
-  // One relay, no standby to share the overflow with: let fan-out wait for room so bursts go in claimed.
-  FANOUT_ROOM_WAIT: '250ms',
-  // As the Docker image ships it: a bounded young generation (V8 sizes it from the host's memory otherwise).
   NODE_OPTIONS: '--max-semi-space-size=8',
 };
 export const POLLER_ENV: Record<string, string> = { WORKERS: '4', BATCH: '500', IN_FLIGHT: '64', POLL_IDLE_MS: '100' };
@@ -46,6 +40,11 @@ export type System = {
   backlogSql: string;
   /** (seq, endpoint url or NULL for every endpoint) of every delivery the system recorded as done. */
   doneSql: string;
+  /**
+   * Rows the system itself has written so far (inserted, updated, deleted), from pg_stat_user_tables: its
+   * delivery bookkeeping, not the application's outbox inserts.
+   */
+  writesSql: string;
   /** Slots to move to the current WAL position before a start (so no system decodes the others' WAL). */
   slot: string | undefined;
   /** Whether the slot must stay put after the backlog insert (the system reads its backlog from the slot). */
@@ -125,6 +124,8 @@ export function relay(monitor: pg.Client, cpuProfDir?: string): System {
                    SELECT 'bench.event', ${payloadSql} FROM generate_series(0, $2::int - 1) g RETURNING id)
                  INSERT INTO webhooks.deliveries (outbox_id, endpoint_id)
                  SELECT o.id, e.id FROM o CROSS JOIN webhooks.endpoints e`,
+    writesSql: `SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::float8 AS n FROM pg_stat_user_tables
+                WHERE schemaname = 'webhooks' AND relname IN ('deliveries', 'delivery_attempts', 'endpoints')`,
     doneSql: `SELECT (o.payload->>'seq')::int AS seq, e.url FROM webhooks.deliveries d
               JOIN webhooks.outbox o ON o.id = d.outbox_id JOIN webhooks.endpoints e ON e.id = d.endpoint_id
               WHERE d.status = 'delivered'`,
@@ -163,6 +164,8 @@ export function poller(): System {
     burstSql: `INSERT INTO bench_poll.outbox (event_type, payload) SELECT 'bench.event', ${payloadSql} FROM generate_series(0, $2::int - 1) g`,
     backlogSql: `INSERT INTO bench_poll.outbox (event_type, payload) SELECT 'bench.event', ${payloadSql} FROM generate_series(0, $2::int - 1) g`,
     doneSql: `SELECT (payload->>'seq')::int AS seq, NULL AS url FROM bench_poll.outbox WHERE delivered_at IS NOT NULL`,
+    writesSql: `SELECT coalesce(sum(n_tup_upd + n_tup_del), 0)::float8 AS n FROM pg_stat_user_tables
+                WHERE schemaname = 'bench_poll'`,
     slot: undefined,
     backlogViaSlot: false,
     async start(url, urls, track) {
@@ -212,6 +215,8 @@ export function pgTransactionalOutbox(monitor: pg.Client): System {
     backlogSql: `INSERT INTO bench_pgto.outbox (id, aggregate_type, aggregate_id, message_type, payload, concurrency)
                  SELECT gen_random_uuid(), 'bench', g::text, 'bench.event', ${payloadSql}, 'parallel' FROM generate_series(0, $2::int - 1) g`,
     doneSql: `SELECT (payload->>'seq')::int AS seq, NULL AS url FROM bench_pgto.outbox WHERE processed_at IS NOT NULL`,
+    writesSql: `SELECT coalesce(sum(n_tup_upd + n_tup_del + CASE WHEN relname = 'outbox' THEN 0 ELSE n_tup_ins END), 0)::float8
+                AS n FROM pg_stat_user_tables WHERE schemaname = 'bench_pgto'`,
     slot: 'bench_pgto_slot',
     backlogViaSlot: true,
     async start(url, urls, track) {
