@@ -15,6 +15,7 @@ const ClaimRow = z.object({
   payload: z.string().nullable(),
   createdAtMs: z.number().nullable(),
   url: z.string().nullable(),
+  tenant: z.string().nullable(),
   secrets: z.array(z.string()).nullable(),
   maxInFlight: z.number().nullable(),
   ratePerSecond: z.number().nullable(),
