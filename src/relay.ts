@@ -99,7 +99,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       pool,
       owner,
       workerId: config.workerId,
-      autoDisableMs: config.autoDisableMs,
+      disablePolicy: { autoDisableMs: config.autoDisableMs, autoDisableFailures: config.autoDisableFailures },
       log,
     });
     const scheduler = createScheduler({
