@@ -109,7 +109,10 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       perEndpointConcurrency: config.endpointConcurrency,
       log,
       // While an endpoint's breaker is open its deliveries are deferred without being sent or spending an attempt.
-      attempt: (job, signal) => breakers.run(job.endpointId, () => metrics.tracked(deliver(job, signal))),
+      attempt: (job, signal) => {
+        metrics.endpointTenant(job.endpointId, job.tenant);
+        return breakers.run(job.endpointId, () => metrics.tracked(deliver(job, signal)));
+      },
       finished: (job, attempt) => {
         metrics.attemptFinished(job, attempt);
         const outcome = toOutcome(job, attempt, retryPolicy);
