@@ -132,6 +132,8 @@ reads numbers as floats and 1000000 would otherwise print as 1e+06.
   value: {{ .Values.config.shutdownGrace | quote }}
 - name: AUTO_DISABLE_AFTER
   value: {{ .Values.config.autoDisableAfter | quote }}
+- name: AUTO_DISABLE_AFTER_FAILURES
+  value: {{ .Values.config.autoDisableAfterFailures | quote }}
 - name: STATS_INTERVAL
   value: {{ .Values.config.statsInterval | quote }}
 - name: RETENTION_DELIVERED
