@@ -2,6 +2,8 @@ import pg from 'pg';
 import { sql } from 'slonik';
 import { expect } from 'vitest';
 import { z } from 'zod';
+import { repair } from '../src/db/repair.ts';
+import { createLogger } from '../src/log.ts';
 import { test } from './fixtures.ts';
 import { cli } from './support/cli.ts';
 import { newSecret, type TestDb } from './support/postgres.ts';
@@ -249,5 +251,35 @@ test('endpoints add --tenant, list --tenant, and the cap reaching the command as
   const status = await cli(db, ['status', '--json']);
   expect(status.json<{ endpoints: { id: string; tenant: string | null }[] }>().endpoints).toContainEqual(
     expect.objectContaining({ id: endpoint.id, tenant: 'acme' }),
+  );
+});
+
+test('repair fans out by the same rules: tenants matched, operational events never to their subject', async ({
+  db,
+}) => {
+  const acmeAll = await addTenantEndpoint(db, 'https://acme.example/all', 'acme');
+  const acmeOps = await addTenantEndpoint(db, 'https://acme.example/ops', 'acme', ['relay.*']);
+  const acmeOps2 = await addTenantEndpoint(db, 'https://acme.example/ops2', 'acme', ['relay.endpoint.disabled']);
+  const single = await addTenantEndpoint(db, 'https://single.example/all', null);
+  // No relay runs: these rows have no deliveries, as after a lost slot.
+  const { rows } = await db.app.query<{ id: string }>(
+    `INSERT INTO webhooks.outbox (event_type, payload, tenant) VALUES
+       ('invoice.paid', '{}', 'acme'), ('invoice.paid', '{}', NULL),
+       ('relay.endpoint.disabled', jsonb_build_object('endpoint_id', $1::text), 'acme')
+     RETURNING id`,
+    [acmeOps],
+  );
+  const [acmeEvent, singleEvent, opsEvent] = rows.map((r) => r.id);
+  const result = await repair({
+    databaseUrl: db.url,
+    slotName: db.slotName,
+    sinceMs: 3_600_000,
+    log: createLogger('silent'),
+  });
+  expect(result).toMatchObject({ slot: 'kept', fannedOut: 3, deliveries: 3 });
+  const pairs = await db.pool.any(sql.type(z.object({ outboxId: z.string(), endpointId: z.string() }))`
+    SELECT outbox_id AS "outboxId", endpoint_id AS "endpointId" FROM webhooks.deliveries ORDER BY outbox_id, endpoint_id`);
+  expect(new Set(pairs.map((p) => `${p.outboxId}:${p.endpointId}`))).toEqual(
+    new Set([`${acmeEvent}:${acmeAll}`, `${singleEvent}:${single}`, `${opsEvent}:${acmeOps2}`]),
   );
 });
