@@ -43,6 +43,7 @@ const job = (seq: number): Job => ({
   deliveryId: String(seq),
   outboxId: String(seq),
   endpointId: 'e',
+  tenant: null,
   attempt: 1,
   eventType: 'bench.event',
   payload: `{"seq": ${seq}, "sentAt": ${performance.now()}}`,

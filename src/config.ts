@@ -212,6 +212,7 @@ const EnvSchema = z.object({
   MIGRATE_ON_START: boolean.default(true),
   SHUTDOWN_GRACE: duration(0, 600_000).default(20_000),
   AUTO_DISABLE_AFTER: duration(0, 365 * 86_400_000).default(5 * 86_400_000),
+  AUTO_DISABLE_AFTER_FAILURES: integer(0, 1_000_000).default(0),
   STATS_INTERVAL: duration(100, 3_600_000).default(15_000),
   BREAKER_ERROR_THRESHOLD: integer(1, 100).default(50),
   BREAKER_VOLUME_THRESHOLD: integer(1, 100_000).default(10),
@@ -278,6 +279,8 @@ export type Config = Readonly<{
   migrateOnStart: boolean;
   shutdownGraceMs: number;
   autoDisableMs: number;
+  /** Consecutive failed attempts that disable an endpoint; 0 = never (AUTO_DISABLE_AFTER alone decides). */
+  autoDisableFailures: number;
   statsIntervalMs: number;
   breakerErrorThresholdPercent: number;
   breakerVolumeThreshold: number;
@@ -343,6 +346,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     migrateOnStart: e.MIGRATE_ON_START,
     shutdownGraceMs: e.SHUTDOWN_GRACE,
     autoDisableMs: e.AUTO_DISABLE_AFTER,
+    autoDisableFailures: e.AUTO_DISABLE_AFTER_FAILURES,
     statsIntervalMs: e.STATS_INTERVAL,
     breakerErrorThresholdPercent: e.BREAKER_ERROR_THRESHOLD,
     breakerVolumeThreshold: e.BREAKER_VOLUME_THRESHOLD,

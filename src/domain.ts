@@ -6,6 +6,11 @@ export type OutboxEvent = {
   id: string;
   eventType: string;
   endpointId: string | null;
+  /** Fanned out only to endpoints of this tenant (NULL: only to endpoints without one). */
+  tenant: string | null;
+  orderingKey: string | null;
+  /** W3C trace context the application passed (checked by the table's constraint). */
+  traceparent: string | null;
   payload: string;
   createdAtMs: number;
 };
@@ -21,6 +26,8 @@ export type Job = {
   deliveryId: string;
   outboxId: string;
   endpointId: string;
+  /** The endpoint's tenant (its events' tenant too). */
+  tenant: string | null;
   url: string;
   /** The current secret, then the previous one while its rotation window lasts: one signature each. */
   secrets: string[];

@@ -19,7 +19,7 @@ const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveri
   repair      --since <duration>: recreate a lost slot, fan out the window's rows that have no deliveries
   status      slot health, delivery backlog and each endpoint's last hour; exit 1 if the slot is missing or lost
   endpoints   add | list | show | disable | enable | rotate-secret
-  deliveries  list [--status S] [--endpoint ID] [--event-type T] [--since D] [--until D] [--limit N]
+  deliveries  list [--status S] [--endpoint ID] [--tenant T] [--event-type T] [--since D] [--until D] [--limit N]
   replay      move dead deliveries back to pending (filters or --all; --dry-run counts);
               parked deliveries (pending on a disabled endpoint) go out with "endpoints enable ID"
   grants      --role NAME: print the GRANT statements "run" needs as that role (least privilege)

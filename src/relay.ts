@@ -104,7 +104,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       pool,
       owner,
       workerId: config.workerId,
-      autoDisableMs: config.autoDisableMs,
+      disablePolicy: { autoDisableMs: config.autoDisableMs, autoDisableFailures: config.autoDisableFailures },
       log,
     });
     const scheduler = createScheduler({
@@ -114,8 +114,10 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       perEndpointConcurrency: config.endpointConcurrency,
       log,
       // While an endpoint's breaker is open its deliveries are deferred without being sent or spending an attempt.
-      attempt: (job, signal) =>
-        breakers.run(job.endpointId, () => metrics.tracked(deliver(endpoints.current(job, Date.now()), signal))),
+      attempt: (job, signal) => {
+        metrics.endpointTenant(job.endpointId, job.tenant);
+        return breakers.run(job.endpointId, () => metrics.tracked(deliver(endpoints.current(job, Date.now()), signal)));
+      },
       finished: (job, attempt) => {
         metrics.attemptFinished(job, attempt);
         const outcome = toOutcome(job, attempt, retryPolicy);

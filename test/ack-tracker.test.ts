@@ -13,6 +13,9 @@ const event = (id: string): OutboxEvent => ({
   id,
   eventType: 'order.created',
   endpointId: null,
+  tenant: null,
+  orderingKey: null,
+  traceparent: null,
   payload: '{}',
   createdAtMs: 0,
 });

@@ -34,6 +34,7 @@ const job: Job = {
   deliveryId: '7',
   outboxId: '42',
   endpointId: 'ep-1',
+  tenant: null,
   url: 'http://user:hunter2@hooks.example.com:8080/path?token=abc',
   secrets: ['whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0'],
   maxInFlight: null,

@@ -7,6 +7,7 @@ const job = (deliveryId: string, endpointId: string, extra: Partial<Job> = {}): 
   deliveryId,
   outboxId: `outbox-${deliveryId}`,
   endpointId,
+  tenant: null,
   url: `https://${endpointId.toLowerCase()}.example/hook`,
   secrets: ['whsec_test'],
   maxInFlight: null,

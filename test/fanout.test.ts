@@ -91,7 +91,18 @@ async function fanOutThroughScheduler(db: TestDb, events: number, roomWaitMs: nu
     handBack: async () => {},
   });
   const fanOut = createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, roomWaitMs, log, scheduler });
-  await fanOut(ids.map((id) => ({ id, eventType: 'burst', endpointId: null, payload: '{}', createdAtMs: Date.now() })));
+  await fanOut(
+    ids.map((id) => ({
+      id,
+      eventType: 'burst',
+      endpointId: null,
+      tenant: null,
+      orderingKey: null,
+      traceparent: null,
+      payload: '{}',
+      createdAtMs: Date.now(),
+    })),
+  );
   return db.pool.any(sql.type(z.object({ status: z.string(), owner: z.string().nullable(), n: z.number() }))`
     SELECT status, lease_owner AS owner, count(*)::int AS n FROM webhooks.deliveries GROUP BY 1, 2 ORDER BY 1`);
 }

@@ -24,6 +24,7 @@ const job: Job = {
   deliveryId: '1',
   outboxId: '2',
   endpointId: 'e',
+  tenant: null,
   url: 'https://x.test',
   secrets: ['s'],
   maxInFlight: null,

@@ -41,7 +41,7 @@ const writerFor = (db: TestDb, lingerMs: number, onWritten: (count: number, writ
     pool: db.pool,
     owner: OWNER,
     workerId: 'w',
-    autoDisableMs: 0,
+    disablePolicy: { autoDisableMs: 0, autoDisableFailures: 0 },
     log: createLogger('silent'),
     lingerMs,
   });

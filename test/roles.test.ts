@@ -90,6 +90,11 @@ test('a LOGIN REPLICATION role that owns nothing runs the relay with exactly the
     .query<{ id: string }>(
       `INSERT INTO webhooks.outbox (event_type, payload) VALUES ('invoice.paid', '{}') RETURNING id`,
     )
+    .then(async (inserted) => {
+      // webhooks.emit() works with the printed EXECUTE grant (a tenant with no endpoint: nothing to deliver).
+      await appClient.query(`SELECT webhooks.emit(event_type => 'x', payload => '{}', tenant => 'nobody')`);
+      return inserted;
+    })
     .finally(() => appClient.end());
   const outboxId = rows[0]!.id;
   await until(async () => (await statusOf(db, outboxId)).status === 'delivered', { what: 'delivered after a retry' });
@@ -111,6 +116,10 @@ test('a LOGIN REPLICATION role that owns nothing runs the relay with exactly the
       /permission denied/,
     );
     await expect(relayClient.query(`TRUNCATE webhooks.deliveries`)).rejects.toThrow(/permission denied/);
+    // Operational events are written by definer functions: the relay itself cannot write the outbox.
+    await expect(
+      relayClient.query(`INSERT INTO webhooks.outbox (event_type, payload) VALUES ('relay.fake', '{}')`),
+    ).rejects.toThrow(/permission denied/);
   } finally {
     await relayClient.end();
   }

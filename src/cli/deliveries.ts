@@ -6,6 +6,7 @@ import {
   parseCommand,
   printJson,
   printText,
+  tenantArg,
   usageError,
   wantsHelp,
   withDatabase,
@@ -14,7 +15,7 @@ import { deliveryJson, deliveryTable } from '../ops/format.ts';
 import { listDeliveries, STATUSES } from '../ops/queries.ts';
 
 const USAGE = `usage: outbox-relay deliveries list [--status pending|delivering|delivered|dead] [--endpoint ID]
-                                    [--event-type T] [--since 1h] [--until 10m] [--limit 50] [--json]`;
+                                    [--tenant T] [--event-type T] [--since 1h] [--until 10m] [--limit 50] [--json]`;
 
 const HELP = `${USAGE}
 
@@ -37,6 +38,7 @@ export async function main(args: string[]): Promise<number> {
     {
       status: { type: 'string' },
       endpoint: { type: 'string' },
+      tenant: { type: 'string' },
       'event-type': { type: 'string' },
       since: { type: 'string' },
       until: { type: 'string' },
@@ -48,6 +50,7 @@ export async function main(args: string[]): Promise<number> {
   const filter = {
     status: oneOf(values.status, STATUSES, '--status', USAGE),
     endpointId: optionalUuid(values.endpoint, '--endpoint', USAGE),
+    tenant: tenantArg(values.tenant, USAGE),
     eventType: values['event-type'],
     sinceMs: durationArg(values.since, '--since', USAGE),
     untilMs: durationArg(values.until, '--until', USAGE, { zeroOk: true }),

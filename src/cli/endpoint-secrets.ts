@@ -5,6 +5,7 @@ import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../config.ts';
+import { databaseMessageOf, SqlState, sqlStateOf } from '../db/pg-errors.ts';
 import { checkUrl, classify, type SsrfPolicy } from '../delivery/ssrf.ts';
 import {
   durationArg,
@@ -13,6 +14,7 @@ import {
   parseCommand,
   printJson,
   printText,
+  tenantArg,
   usageError,
   uuidArg,
   withDatabase,
@@ -36,13 +38,14 @@ function secretArg(value: string | undefined, usage: string): string {
   return value;
 }
 
-/** `endpoints add --url URL [--event-types a,b] [--description TEXT] [--secret whsec_…] [--json]` */
+/** `endpoints add --url URL [--event-types a,b] [--tenant T] [--description TEXT] [--secret whsec_…] [--json]` */
 export async function add(args: string[], usage: string): Promise<number> {
   const { values } = parseCommand(
     args,
     {
       url: { type: 'string' },
       'event-types': { type: 'string' },
+      tenant: { type: 'string' },
       description: { type: 'string' },
       secret: { type: 'string' },
       json: { type: 'boolean' },
@@ -51,6 +54,7 @@ export async function add(args: string[], usage: string): Promise<number> {
   );
   if (values.url === undefined) throw usageError('--url is required', usage);
   const eventTypes = listArg(values['event-types'], '--event-types', usage) ?? null;
+  const tenant = tenantArg(values.tenant, usage) ?? null;
   const secret = secretArg(values.secret, usage);
   const url = values.url;
   const config = loadConfig();
@@ -64,12 +68,22 @@ export async function add(args: string[], usage: string): Promise<number> {
   return withDatabase(
     'endpoints',
     async (pool) => {
-      const row = await pool.one(insertEndpoint(url, secret, eventTypes, values.description ?? null));
+      let row;
+      try {
+        row = await pool.one(
+          insertEndpoint({ url, secret, eventTypes, description: values.description ?? null, tenant }),
+        );
+      } catch (err) {
+        // The per-tenant cap (a trigger): its message names the cap and the statement that raises it.
+        if (sqlStateOf(err) === SqlState.CHECK_VIOLATION) return fail(databaseMessageOf(err) ?? String(err));
+        throw err;
+      }
       if (values.json === true) {
         printJson({ endpoint: endpointJson(row), secret });
       } else {
         printText([
           `endpoint     ${row.id} created, enabled`,
+          ...(row.tenant === null ? [] : [`tenant       ${printable(row.tenant)}`]),
           `url          ${printable(row.url)}`,
           `event types  ${printable(row.eventTypes?.join(', ') ?? 'all')}`,
           `secret       ${secret}`,

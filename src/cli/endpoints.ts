@@ -4,6 +4,7 @@ import {
   parseCommand,
   printJson,
   printText,
+  tenantArg,
   usageError,
   uuidArg,
   wantsHelp,
@@ -25,8 +26,8 @@ import { disableEndpoint, enableEndpoint, endpointHealth, listEndpoints } from '
 import { add, rotate } from './endpoint-secrets.ts';
 
 const SYNOPSIS = {
-  add: 'endpoints add --url URL [--event-types a,b] [--description TEXT] [--secret whsec_...] [--json]',
-  list: 'endpoints list [--limit 100] [--json]',
+  add: 'endpoints add --url URL [--event-types a,b] [--tenant T] [--description TEXT] [--secret whsec_...] [--json]',
+  list: 'endpoints list [--tenant T] [--limit 100] [--json]',
   show: 'endpoints show ID [--json]',
   disable: 'endpoints disable ID [--reason TEXT] [--json]',
   enable: 'endpoints enable ID [--json]',
@@ -38,9 +39,10 @@ const HELP = `usage: outbox-relay endpoints <add|list|show|disable|enable|rotate
 
   ${SYNOPSIS.add}
       register an endpoint; prints its id and its secret, once. Without --secret one is generated
-      (a --secret given here lands in shell history and ps output)
+      (a --secret given here lands in shell history and ps output). --tenant: it receives only that
+      tenant's events (without it, only events without a tenant); fixed once created, capped per tenant
   ${SYNOPSIS.list}
-      every endpoint, secrets masked (whsec_…abcd)
+      every endpoint (or one tenant's), secrets masked (whsec_…abcd)
   ${SYNOPSIS.show}
       one endpoint with its last hour (delivered, failed attempts, success rate) and backlog
   ${SYNOPSIS.disable}
@@ -73,10 +75,15 @@ export async function main(args: string[]): Promise<number> {
 }
 
 async function list(args: string[]): Promise<number> {
-  const { values } = parseCommand(args, { limit: { type: 'string' }, json: { type: 'boolean' } }, usage('list'));
+  const { values } = parseCommand(
+    args,
+    { tenant: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    usage('list'),
+  );
   const limit = intArg(values.limit, '--limit', usage('list'), 100, 1000);
+  const tenant = tenantArg(values.tenant, usage('list'));
   return withDatabase('endpoints', async (pool) => {
-    const rows = await pool.any(listEndpoints(limit + 1));
+    const rows = await pool.any(listEndpoints(limit + 1, tenant));
     const shown = rows.slice(0, limit);
     const truncated = rows.length > limit;
     if (values.json === true) {
@@ -85,9 +92,10 @@ async function list(args: string[]): Promise<number> {
     }
     printText([
       ...table(
-        ['ID', 'STATE', 'URL', 'EVENT TYPES', 'SECRET', 'CREATED', 'DESCRIPTION'],
+        ['ID', 'TENANT', 'STATE', 'URL', 'EVENT TYPES', 'SECRET', 'CREATED', 'DESCRIPTION'],
         shown.map((e) => [
           e.id,
+          truncate(e.tenant ?? '-', 30),
           endpointState(e),
           truncate(e.url, 60),
           truncate(e.eventTypes?.join(',') ?? 'all', 40),
@@ -118,13 +126,19 @@ async function show(args: string[]): Promise<number> {
         : [`previous     ${e.previousSecretHint} until ${iso(e.previousSecretExpiresAt) ?? '-'}`];
     printText([
       `id           ${e.id}`,
+      `tenant       ${printable(e.tenant ?? '-')}`,
       `url          ${printable(e.url)}`,
       `state        ${endpointState(e)}`,
       `event types  ${printable(e.eventTypes?.join(', ') ?? 'all')}`,
       `description  ${printable(e.description ?? '-')}`,
       `secret       ${e.secretHint}`,
       ...previous,
-      ...(e.failingSince === null ? [] : [`failing      since ${iso(e.failingSince)} (${when(e.failingSince)})`]),
+      ...(e.failingSince === null
+        ? []
+        : [
+            `failing      since ${iso(e.failingSince)} (${when(e.failingSince)}), ` +
+              `${e.consecutiveFailures} failed attempts in a row`,
+          ]),
       ...(e.enabled ? [] : [`disabled     ${iso(e.disabledAt) ?? '-'}: ${printable(e.disabledReason ?? '-')}`]),
       `created      ${iso(e.createdAt)}`,
       `last hour    delivered ${e.deliveredLastHour}   failed attempts ${e.failedAttemptsLastHour}   ` +

@@ -43,11 +43,17 @@ const RUN_NEEDS: readonly TableNeed[] = [
       'failing_since',
       'disabled_reason',
       'disabled_at',
+      'consecutive_failures',
       'previous_secret',
       'previous_secret_expires_at',
       'updated_at',
     ],
     why: 'fan-out and claims read subscriptions, URLs and secrets; outcome writes track failures and auto-disable; retention clears expired previous secrets',
+  },
+  {
+    table: 'idempotency_keys',
+    privileges: ['SELECT', 'DELETE'],
+    why: 'retention forgets idempotency keys older than the longest retention window',
   },
   {
     table: 'deliveries',
@@ -60,6 +66,15 @@ const RUN_NEEDS: readonly TableNeed[] = [
     why: 'outcome writes log failed attempts; status reads them',
   },
 ];
+
+/**
+ * Functions the relay calls. They write relay.* operational events into the outbox as their owner (SECURITY
+ * DEFINER), so the relay's role needs EXECUTE on them and no INSERT on the outbox; EXECUTE is revoked from PUBLIC.
+ */
+const RUN_FUNCTIONS = [
+  { name: 'report_dead_deliveries', why: 'outcome writes and the sweep report dead deliveries (relay.delivery.dead)' },
+  { name: 'flush_dead_notices', why: 'the sweep writes the relay.delivery.dead events coalescing held back' },
+] as const;
 
 const Catalog = z.object({
   quotedRole: z.string(),
@@ -115,12 +130,12 @@ const readDependencies = (tables: readonly string[]) => sql.type(
     AND t.relname = ANY (${sql.array(tables, 'text')})
   ORDER BY 1, 2`;
 
-/** webhooks.emit(…) once another migration installs it: applications call it instead of inserting. */
-const readEmit = () => sql.type(z.object({ name: z.string() }))`
-  SELECT format('%I.%I(%s)', pn.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes)) AS name
+/** The installed functions of schema webhooks with these names, with their signatures as GRANT writes them. */
+const readFunctions = (names: readonly string[]) => sql.type(z.object({ proname: z.string(), name: z.string() }))`
+  SELECT p.proname, format('%I.%I(%s)', pn.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes)) AS name
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
-  WHERE pn.nspname = 'webhooks' AND p.proname = 'emit'
-  ORDER BY 1`;
+  WHERE pn.nspname = 'webhooks' AND p.proname = ANY (${sql.array(names, 'text')})
+  ORDER BY 2`;
 
 export type Grants = {
   role: string;
@@ -156,6 +171,12 @@ export async function computeGrants(pool: DatabasePool, role: string): Promise<G
       written.push(need.table);
     }
   }
+  const functions = await pool.any(readFunctions(RUN_FUNCTIONS.map((f) => f.name)));
+  for (const f of RUN_FUNCTIONS) {
+    const installed = functions.filter((i) => i.proname === f.name);
+    if (installed.length > 0) statements.push(`-- ${f.why}`);
+    for (const { name } of installed) statements.push(`GRANT EXECUTE ON FUNCTION ${name} TO ${to};`);
+  }
   const dependencies = await pool.any(readDependencies(written));
   if (dependencies.length > 0) statements.push('-- what the CHECK constraints and defaults of those tables call');
   for (const dep of dependencies) {
@@ -176,8 +197,8 @@ export async function computeGrants(pool: DatabasePool, role: string): Promise<G
         : `GRANT EXECUTE ON FUNCTION ${dep.name} TO <app role>;`,
     );
   }
-  for (const emit of await pool.any(readEmit())) {
-    application.push(`GRANT EXECUTE ON FUNCTION ${emit.name} TO <app role>;`);
+  for (const emit of await pool.any(readFunctions(['emit']))) {
+    application.push(`GRANT EXECUTE ON FUNCTION ${emit.name} TO <app role>;  -- webhooks.emit(), the documented way`);
   }
 
   const missing = [...(catalog.canLogin ? [] : ['LOGIN']), ...(catalog.canReplicate ? [] : ['REPLICATION'])];
@@ -239,8 +260,8 @@ function render(g: Grants): string[] {
     '-- and these privileges on the installed schema (migrate runs as the role that owns schema webhooks):',
     ...g.statements,
     '--',
-    '-- An application role that writes events (INSERT INTO webhooks.outbox) needs (identity columns need no',
-    '-- sequence grant; webhooks.emit(), once installed, needs EXECUTE on it):',
+    '-- An application role that writes events needs USAGE on the schema and EXECUTE on webhooks.emit() (it writes',
+    '-- as its owner), or INSERT on webhooks.outbox for plain INSERTs (identity columns need no sequence grant):',
     ...g.application.map((s) => `--   ${s}`),
   ];
 }

@@ -27,19 +27,24 @@ export const dueAfter = (endpointId: FragmentSqlToken, delay: FragmentSqlToken) 
 
 /** What a delivery needs of its endpoint `ep`, read when it is claimed so URL and secret changes apply at once. */
 export const endpointColumns = sql.fragment`
-  ep.url,
+  ep.url, ep.tenant,
   CASE WHEN ep.previous_secret_expires_at > now() THEN ARRAY[ep.secret, ep.previous_secret]
        ELSE ARRAY[ep.secret] END AS secrets,
   ep.max_in_flight AS "maxInFlight", ep.rate_limit_per_second AS "ratePerSecond"`;
 
 /**
- * Which endpoints `ep` receive an event `ev` (with endpoint_id, event_type): the targeted endpoint, else every
- * endpoint whose event_types match (NULL = all). Disabled endpoints included: their deliveries are created
- * parked (see `firstAttemptAt`) and go out when the endpoint is enabled again, so an endpoint the relay
- * disabled for a while (410, sustained failure) misses nothing. Shared by fan-out and repair.
+ * Which endpoints `ep` receive an event `ev` (with endpoint_id, event_type, tenant, about_endpoint). Never one
+ * of another tenant (NULL matches only NULL), whatever the event types say. Then: the targeted endpoint; for an
+ * operational event (relay.*), the endpoints that list its type or 'relay.*' (event_types NULL does not), except
+ * the endpoint it is about (`about_endpoint`, its payload's endpoint_id); else every endpoint whose event_types
+ * match (NULL = all). Disabled endpoints included: their deliveries are created parked (see `firstAttemptAt`)
+ * and go out when the endpoint is enabled again, so an endpoint the relay disabled for a while (410, sustained
+ * failure) misses nothing. Shared by fan-out and repair.
  */
-export const subscribes = sql.fragment`CASE
+export const subscribes = sql.fragment`ep.tenant IS NOT DISTINCT FROM ev.tenant AND CASE
   WHEN ev.endpoint_id IS NOT NULL THEN ep.id = ev.endpoint_id
+  WHEN ev.event_type LIKE 'relay.%' THEN ep.event_types && ARRAY[ev.event_type, 'relay.*']
+                                         AND ep.id IS DISTINCT FROM ev.about_endpoint
   ELSE ep.event_types IS NULL OR ev.event_type = ANY (ep.event_types) END`;
 
 /** Due now for an enabled endpoint `ep`; parked (never due until enabled, see the endpoints trigger) otherwise. */

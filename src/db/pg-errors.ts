@@ -10,6 +10,7 @@ export const SqlState = {
   DUPLICATE_OBJECT: '42710', // slot already exists
   FOREIGN_KEY_VIOLATION: '23503',
   UNIQUE_VIOLATION: '23505',
+  CHECK_VIOLATION: '23514', // also raised by the schema's triggers: the per-tenant endpoint cap, tenant rules
   INVALID_AUTHORIZATION: '28000',
   INVALID_PASSWORD: '28P01',
   INVALID_CATALOG_NAME: '3D000', // no such database
@@ -25,6 +26,16 @@ export function sqlStateOf(err: unknown): string | undefined {
   for (let e: unknown = err, depth = 0; e !== null && typeof e === 'object' && depth < 5; depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** The database server's own message of a pg/slonik error (slonik wraps it), looking through `cause` chains. */
+export function databaseMessageOf(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e !== null && typeof e === 'object' && depth < 5; depth++) {
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && typeof message === 'string') return message;
     e = (e as { cause?: unknown }).cause;
   }
   return undefined;

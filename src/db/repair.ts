@@ -28,16 +28,22 @@ export async function repair(o: RepairOptions): Promise<RepairResult> {
   });
 }
 
+const UUID_PATTERN = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+
 const IdRange = z.object({ lo: z.string().nullable(), hi: z.string().nullable() });
 const Missing = z.object({ events: z.number(), deliveries: z.number(), scanned: z.number() });
 
 /** Outbox rows with ids in [from, to] newer than `sinceMs` and no delivery at all: fanned out as pending rows. */
 const fanOutMissingRange = (from: bigint, to: bigint, sinceMs: number) => sql.type(Missing)`
   WITH window_rows AS (
-    SELECT o.id, o.event_type, o.endpoint_id FROM webhooks.outbox o
+    SELECT o.id, o.event_type, o.endpoint_id, o.tenant,
+           -- an operational event's subject, as fan-out reads it (aboutEndpoint): never its recipient
+           CASE WHEN o.event_type LIKE 'relay.%' AND o.payload ->> 'endpoint_id' ~* ${UUID_PATTERN}
+                THEN (o.payload ->> 'endpoint_id')::uuid END AS about_endpoint
+    FROM webhooks.outbox o
     WHERE o.id BETWEEN ${from.toString()}::bigint AND ${to.toString()}::bigint AND o.created_at >= ${ago(sinceMs)}
   ), ev AS (
-    SELECT w.id AS outbox_id, w.event_type, w.endpoint_id FROM window_rows w
+    SELECT w.id AS outbox_id, w.event_type, w.endpoint_id, w.tenant, w.about_endpoint FROM window_rows w
     WHERE NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.outbox_id = w.id)
   ), inserted AS (
     INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, next_attempt_at)

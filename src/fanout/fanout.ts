@@ -104,9 +104,13 @@ async function runBatch(
   try {
     const rows = await deps.pool.any(
       fanOutBatch(
-        events.map((e) => e.id),
-        events.map((e) => e.eventType),
-        events.map((e) => e.endpointId),
+        {
+          ids: events.map((e) => e.id),
+          eventTypes: events.map((e) => e.eventType),
+          targets: events.map((e) => e.endpointId),
+          tenants: events.map((e) => e.tenant),
+          abouts: events.map(aboutEndpoint),
+        },
         deps.owner,
         deps.leaseMs,
         reserved,
@@ -131,9 +135,26 @@ async function runBatch(
   }
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The endpoint an operational event (relay.*) is about: its payload's `endpoint_id`, which must never receive
+ * it. Only relay.* payloads are parsed (small, written by the database's own functions); anything else, or a
+ * relay.* payload without a valid id (an application's own event of that name), is about no endpoint.
+ */
+export function aboutEndpoint(event: Pick<OutboxEvent, 'eventType' | 'payload'>): string | null {
+  if (!event.eventType.startsWith('relay.')) return null;
+  try {
+    const id = (JSON.parse(event.payload) as { endpoint_id?: unknown } | null)?.endpoint_id;
+    return typeof id === 'string' && UUID.test(id) ? id : null;
+  } catch {
+    return null;
+  }
+}
+
 /** A result row that carries an inserted delivery. */
 type Inserted = {
-  [K in keyof FannedOutRow]: K extends 'visible' | 'maxInFlight' | 'ratePerSecond'
+  [K in keyof FannedOutRow]: K extends 'visible' | 'maxInFlight' | 'ratePerSecond' | 'tenant'
     ? FannedOutRow[K]
     : NonNullable<FannedOutRow[K]>;
 };

@@ -10,6 +10,7 @@ const FannedOut = z.object({
   endpointId: z.string().nullable(),
   claimed: z.boolean().nullable(),
   url: z.string().nullable(),
+  tenant: z.string().nullable(),
   secrets: z.array(z.string()).nullable(),
   maxInFlight: z.number().nullable(),
   ratePerSecond: z.number().nullable(),
@@ -28,9 +29,14 @@ export type FannedOutRow = z.infer<typeof FannedOut>;
  * were, so the caller can retry briefly. Always one row back (delivery columns NULL when nothing was inserted).
  */
 export const fanOutBatch = (
-  ids: readonly string[],
-  eventTypes: readonly string[],
-  targets: readonly (string | null)[],
+  events: {
+    ids: readonly string[];
+    eventTypes: readonly string[];
+    targets: readonly (string | null)[];
+    tenants: readonly (string | null)[];
+    /** Operational events: the endpoint the event is about, which never receives it. */
+    abouts: readonly (string | null)[];
+  },
   owner: string,
   leaseMs: number,
   room: number,
@@ -38,10 +44,12 @@ export const fanOutBatch = (
   requireVisible: boolean,
 ) => sql.type(FannedOut)`
   WITH ev AS (
-    SELECT * FROM unnest(${sql.array(ids, 'int8')}, ${sql.array(eventTypes, 'text')}, ${sql.array(targets, 'uuid')})
-      WITH ORDINALITY AS e(outbox_id, event_type, endpoint_id, ord)
+    SELECT * FROM unnest(${sql.array(events.ids, 'int8')}, ${sql.array(events.eventTypes, 'text')},
+                         ${sql.array(events.targets, 'uuid')}, ${sql.array(events.tenants, 'text')},
+                         ${sql.array(events.abouts, 'uuid')})
+      WITH ORDINALITY AS e(outbox_id, event_type, endpoint_id, tenant, about_endpoint, ord)
   ), visible AS (
-    SELECT count(*)::int AS n FROM webhooks.outbox WHERE id = ANY (${sql.array(ids, 'int8')})
+    SELECT count(*)::int AS n FROM webhooks.outbox WHERE id = ANY (${sql.array(events.ids, 'int8')})
   ), quota AS (
     SELECT * FROM unnest(${sql.array(quotas.endpointIds, 'uuid')}, ${sql.array(quotas.quotas, 'int4')})
       AS q(endpoint_id, quota)
@@ -52,7 +60,7 @@ export const fanOutBatch = (
                           <= coalesce((SELECT q.quota FROM quota q WHERE q.endpoint_id = ep.id), ${quotas.fresh})
              AS eligible
     FROM ev JOIN webhooks.endpoints ep ON ${subscribes}
-    WHERE NOT ${requireVisible} OR (SELECT n FROM visible) = ${ids.length}
+    WHERE NOT ${requireVisible} OR (SELECT n FROM visible) = ${events.ids.length}
   ), numbered AS (
     -- The first eligible rows, in commit order, as many as there is room for, go in claimed; the rest pending.
     SELECT *, eligible AND sum(eligible::int) OVER (ORDER BY ord, endpoint_id) <= ${room} AS claim FROM matched

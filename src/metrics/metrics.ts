@@ -5,6 +5,8 @@ export type Metrics = ReturnType<typeof createMetrics>;
 
 /** Per-endpoint breaker series exist only while a breaker is not closed, and at most this many at once. */
 const MAX_BREAKER_SERIES = 100;
+/** Endpoints whose tenant is remembered for the per-endpoint series (as many as the relay keeps breakers for). */
+const MAX_TENANTS_KNOWN = 10_000;
 
 /**
  * One registry per relay (not prom-client's global), so several relays in one process never collide. Besides
@@ -12,9 +14,19 @@ const MAX_BREAKER_SERIES = 100;
  */
 export function createMetrics() {
   const instruments = createInstruments();
-  const labelled = new Set<string>(); // endpoints with a breaker_open series
+  const labelled = new Map<string, string>(); // endpoints with a breaker_open series → its tenant label
+  // endpoint → tenant label ('' = no tenant). Each endpoint has one tenant, so the label adds no series.
+  const tenants = new Map<string, string>();
   return {
     ...instruments,
+    /** An endpoint is about to be attempted: remember its tenant for the per-endpoint series' `tenant` label. */
+    endpointTenant(endpointId: string, tenant: string | null): void {
+      const label = tenant ?? '';
+      if (tenants.get(endpointId) === label) return;
+      tenants.delete(endpointId); // re-inserted last: the map's order is least recently changed first
+      tenants.set(endpointId, label);
+      if (tenants.size > MAX_TENANTS_KNOWN) tenants.delete(tenants.keys().next().value!);
+    },
     /** An attempt ended (not a lost lease): its duration, and for a success the commit-to-receipt latency. */
     attemptFinished(job: Job, attempt: Exclude<Attempt, { kind: 'lease-lost' }>, nowMs = Date.now()): void {
       if (attempt.kind !== 'deferred') instruments.attemptDuration.observe(attempt.durationMs / 1000);
@@ -55,11 +67,15 @@ export function createMetrics() {
     /** A breaker changed state; `openCount` is how many breakers are not closed now. */
     breakerChanged(endpointId: string, state: BreakerState, openCount: number): void {
       instruments.breakersOpen.set(openCount);
+      const tenant = labelled.get(endpointId);
       if (state === 'closed') {
-        if (labelled.delete(endpointId)) instruments.breakerOpen.remove({ endpoint_id: endpointId });
-      } else if (labelled.has(endpointId) || labelled.size < MAX_BREAKER_SERIES) {
-        labelled.add(endpointId);
-        instruments.breakerOpen.set({ endpoint_id: endpointId }, state === 'open' ? 1 : 0.5);
+        if (tenant === undefined) return;
+        labelled.delete(endpointId);
+        instruments.breakerOpen.remove({ endpoint_id: endpointId, tenant });
+      } else if (tenant !== undefined || labelled.size < MAX_BREAKER_SERIES) {
+        const label = tenant ?? tenants.get(endpointId) ?? '';
+        labelled.set(endpointId, label);
+        instruments.breakerOpen.set({ endpoint_id: endpointId, tenant: label }, state === 'open' ? 1 : 0.5);
       }
     },
   };
@@ -152,8 +168,8 @@ function createInstruments() {
     }),
     breakerOpen: new Gauge({
       name: 'outbox_relay_breaker_open',
-      help: 'Per endpoint, only while its breaker is not closed (at most 100 series; the rest only in breakers_open)',
-      labelNames: ['endpoint_id'] as const,
+      help: 'Per endpoint (and its tenant), only while its breaker is not closed (at most 100 series; the rest only in breakers_open)',
+      labelNames: ['endpoint_id', 'tenant'] as const,
       registers,
     }),
     leasesLost: new Counter({

@@ -69,6 +69,15 @@ export function durationArg(
   return ms;
 }
 
+/** A tenant name, as the schema takes it: 1-255 characters. */
+export function tenantArg(value: string | undefined, usage: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (value.length < 1 || value.length > 255) {
+    throw usageError(`--tenant: expected a tenant name of 1-255 characters, got "${value}"`, usage);
+  }
+  return value;
+}
+
 export function intArg(value: string | undefined, what: string, usage: string, fallback: number, max: number) {
   if (value === undefined) return fallback;
   const n = /^\d+$/.test(value) ? Number(value) : NaN;

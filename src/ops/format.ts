@@ -81,6 +81,7 @@ export const endpointState = (e: EndpointRow) => (!e.enabled ? 'disabled' : e.fa
 export function endpointJson(e: EndpointRow) {
   return {
     id: e.id,
+    tenant: e.tenant,
     url: e.url,
     enabled: e.enabled,
     eventTypes: e.eventTypes,
@@ -91,6 +92,7 @@ export function endpointJson(e: EndpointRow) {
     disabledReason: e.disabledReason,
     disabledAt: iso(e.disabledAt),
     failingSince: iso(e.failingSince),
+    consecutiveFailures: e.consecutiveFailures,
     createdAt: iso(e.createdAt),
     updatedAt: iso(e.updatedAt),
   };
@@ -110,9 +112,22 @@ export function healthJson(e: EndpointHealthRow) {
 
 export function healthTable(rows: readonly EndpointHealthRow[]): string[] {
   return table(
-    ['ID', 'STATE', 'URL', 'OK/1H', 'FAILED/1H', 'SUCCESS/1H', 'PENDING', 'DEAD', 'FAILING SINCE', 'DISABLED'],
+    [
+      'ID',
+      'TENANT',
+      'STATE',
+      'URL',
+      'OK/1H',
+      'FAILED/1H',
+      'SUCCESS/1H',
+      'PENDING',
+      'DEAD',
+      'FAILING SINCE',
+      'DISABLED',
+    ],
     rows.map((e) => [
       e.id,
+      truncate(e.tenant ?? '-', 30),
       endpointState(e),
       truncate(e.url, 60),
       String(e.deliveredLastHour),
@@ -134,6 +149,7 @@ export function deliveryJson(d: DeliveryRow) {
     outboxId: d.outboxId,
     webhookId: `msg_${d.outboxId}`,
     endpointId: d.endpointId,
+    tenant: d.tenant,
     eventType: d.eventType,
     status: d.status,
     attempts: d.attempts,
@@ -148,11 +164,23 @@ export function deliveryJson(d: DeliveryRow) {
 
 export function deliveryTable(rows: readonly DeliveryRow[]): string[] {
   return table(
-    ['ID', 'WEBHOOK-ID', 'ENDPOINT', 'EVENT TYPE', 'STATUS', 'ATTEMPTS', 'NEXT ATTEMPT', 'CODE', 'LAST ERROR'],
+    [
+      'ID',
+      'WEBHOOK-ID',
+      'ENDPOINT',
+      'TENANT',
+      'EVENT TYPE',
+      'STATUS',
+      'ATTEMPTS',
+      'NEXT ATTEMPT',
+      'CODE',
+      'LAST ERROR',
+    ],
     rows.map((d) => [
       d.id,
       `msg_${d.outboxId}`,
       d.endpointId,
+      truncate(d.tenant ?? '-', 30),
       d.eventType ?? '-',
       d.status,
       String(d.attempts),

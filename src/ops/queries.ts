@@ -59,6 +59,7 @@ export const backlog = () => sql.type(Backlog)`
 
 const EndpointFields = {
   id: z.string(),
+  tenant: z.string().nullable(),
   url: z.string(),
   eventTypes: z.array(z.string()).nullable(),
   enabled: z.boolean(),
@@ -69,6 +70,7 @@ const EndpointFields = {
   disabledReason: z.string().nullable(),
   disabledAt: z.number().nullable(),
   failingSince: z.number().nullable(),
+  consecutiveFailures: z.number(),
   createdAt: z.number(),
   updatedAt: z.number(),
 };
@@ -76,10 +78,11 @@ const Endpoint = z.object(EndpointFields);
 export type EndpointRow = z.infer<typeof Endpoint>;
 
 const endpointColumns = sql.fragment`
-  ep.id, ep.url, ep.event_types AS "eventTypes", ep.enabled, ep.description,
+  ep.id, ep.tenant, ep.url, ep.event_types AS "eventTypes", ep.enabled, ep.description,
   ${hint(sql.fragment`ep.secret`)} AS "secretHint", ${hint(sql.fragment`ep.previous_secret`)} AS "previousSecretHint",
   ep.previous_secret_expires_at AS "previousSecretExpiresAt", ep.disabled_reason AS "disabledReason",
-  ep.disabled_at AS "disabledAt", ep.failing_since AS "failingSince", ep.created_at AS "createdAt",
+  ep.disabled_at AS "disabledAt", ep.failing_since AS "failingSince",
+  ep.consecutive_failures AS "consecutiveFailures", ep.created_at AS "createdAt",
   ep.updated_at AS "updatedAt"`;
 
 const Health = z.object({
@@ -118,13 +121,22 @@ export const endpointHealth = (limit: number, id?: string) => sql.type(Health)`
 export const endpointTotals = () => sql.type(z.object({ total: z.number(), disabled: z.number() }))`
   SELECT count(*)::int AS total, count(*) FILTER (WHERE NOT enabled)::int AS disabled FROM webhooks.endpoints`;
 
-export const listEndpoints = (limit: number) => sql.type(Endpoint)`
-  SELECT ${endpointColumns} FROM webhooks.endpoints ep ORDER BY ep.created_at, ep.id LIMIT ${literalInt(limit)}`;
+/** Every endpoint, or those of `tenant` only. */
+export const listEndpoints = (limit: number, tenant?: string) => sql.type(Endpoint)`
+  SELECT ${endpointColumns} FROM webhooks.endpoints ep
+  WHERE ${tenant === undefined ? sql.fragment`true` : sql.fragment`ep.tenant = ${tenant}`}
+  ORDER BY ep.created_at, ep.id LIMIT ${literalInt(limit)}`;
 
-export const insertEndpoint = (url: string, secret: string, eventTypes: string[] | null, description: string | null) =>
-  sql.type(Endpoint)`
-  INSERT INTO webhooks.endpoints AS ep (url, secret, event_types, description)
-  VALUES (${url}, ${secret}, ${eventTypes === null ? null : sql.array(eventTypes, 'text')}, ${description})
+export const insertEndpoint = (e: {
+  url: string;
+  secret: string;
+  eventTypes: string[] | null;
+  description: string | null;
+  tenant: string | null;
+}) => sql.type(Endpoint)`
+  INSERT INTO webhooks.endpoints AS ep (url, secret, event_types, description, tenant)
+  VALUES (${e.url}, ${e.secret}, ${e.eventTypes === null ? null : sql.array(e.eventTypes, 'text')}, ${e.description},
+          ${e.tenant})
   RETURNING ${endpointColumns}`;
 
 export const disableEndpoint = (id: string, reason: string) => sql.type(Endpoint)`
@@ -133,7 +145,10 @@ export const disableEndpoint = (id: string, reason: string) => sql.type(Endpoint
   WHERE ep.id = ${id}
   RETURNING ${endpointColumns}`;
 
-/** Clears the failing streak too: the relay would otherwise disable it again on the next failure. */
+/**
+ * Clears the failing streak too (the relay would otherwise disable it again on the next failure); the
+ * endpoints trigger does the same for any enable, SQL included.
+ */
 export const enableEndpoint = (id: string) => sql.type(Endpoint.extend({ parked: z.number() }))`
   UPDATE webhooks.endpoints ep
   SET enabled = true, disabled_reason = NULL, disabled_at = NULL, failing_since = NULL, updated_at = now()
@@ -162,6 +177,8 @@ export const rotateSecret = (id: string, secret: string, keepMs: number) =>
 export type DeliveryFilter = {
   status?: Status;
   endpointId?: string;
+  /** Deliveries to endpoints of this tenant (an event only ever reaches its own tenant's endpoints). */
+  tenant?: string;
   eventType?: string;
   sinceMs?: number;
   untilMs?: number;
@@ -173,6 +190,9 @@ function matching(f: DeliveryFilter) {
   const parts = [sql.fragment`true`];
   if (f.status !== undefined) parts.push(sql.fragment`d.status = ${f.status}`);
   if (f.endpointId !== undefined) parts.push(sql.fragment`d.endpoint_id = ${f.endpointId}`);
+  if (f.tenant !== undefined) {
+    parts.push(sql.fragment`d.endpoint_id IN (SELECT ep.id FROM webhooks.endpoints ep WHERE ep.tenant = ${f.tenant})`);
+  }
   if (f.sinceMs !== undefined) parts.push(sql.fragment`d.created_at >= ${ago(f.sinceMs)}`);
   if (f.untilMs !== undefined) parts.push(sql.fragment`d.created_at <= ${ago(f.untilMs)}`);
   if (f.ids !== undefined) parts.push(sql.fragment`d.id = ANY (${sql.array(f.ids, 'int8')})`);
@@ -187,6 +207,7 @@ const Delivery = z.object({
   id: z.string(),
   outboxId: z.string(),
   endpointId: z.string(),
+  tenant: z.string().nullable(),
   eventType: z.string().nullable(),
   status: z.string(),
   attempts: z.number(),
@@ -199,9 +220,14 @@ const Delivery = z.object({
 });
 export type DeliveryRow = z.infer<typeof Delivery>;
 
-/** Newest first. event_type is NULL only for an outbox row removed by retention (no foreign key on purpose). */
+/**
+ * Newest first. event_type is NULL only for an outbox row removed by retention (no foreign key on purpose); the
+ * tenant is the event's (its endpoint's too), NULL also when both the outbox row and the endpoint are gone.
+ */
 export const listDeliveries = (f: DeliveryFilter, limit: number) => sql.type(Delivery)`
-  SELECT d.id, d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId", o.event_type AS "eventType", d.status,
+  SELECT d.id, d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId",
+         coalesce(o.tenant, (SELECT ep.tenant FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id)) AS tenant,
+         o.event_type AS "eventType", d.status,
          d.attempts, d.next_attempt_at AS "nextAttemptAt", d.last_status_code AS "lastStatusCode",
          d.last_error AS "lastError", d.created_at AS "createdAt", d.updated_at AS "updatedAt",
          d.delivered_at AS "deliveredAt"

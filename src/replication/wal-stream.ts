@@ -227,7 +227,7 @@ function keepColumnsAsText(rel: Pgoutput.MessageRelation): void {
 }
 
 function toEvent(row: Record<string, unknown>): OutboxEvent {
-  const { id, event_type, endpoint_id, payload, created_at } = row;
+  const { id, event_type, endpoint_id, tenant, ordering_key, traceparent, payload, created_at } = row;
   if (typeof id !== 'string' || typeof event_type !== 'string' || typeof payload !== 'string') {
     throw new Error('outbox row decoded without its text columns; was the relation message seen?');
   }
@@ -235,6 +235,9 @@ function toEvent(row: Record<string, unknown>): OutboxEvent {
     id,
     eventType: event_type,
     endpointId: typeof endpoint_id === 'string' ? endpoint_id : null,
+    tenant: typeof tenant === 'string' ? tenant : null,
+    orderingKey: typeof ordering_key === 'string' ? ordering_key : null,
+    traceparent: typeof traceparent === 'string' ? traceparent : null,
     payload,
     createdAtMs: typeof created_at === 'string' ? parseIsoTimestamp(created_at) : Date.now(),
   };

@@ -115,3 +115,42 @@ export const clearExpiredSecrets = () => sql.type(z.object({ cleared: z.number()
     RETURNING 1
   )
   SELECT count(*)::int AS cleared FROM cleared`;
+
+/**
+ * Gives up on deliveries parked (pending on a disabled endpoint) for longer than `maxAgeMs`: they end `dead`
+ * with the reason, so an endpoint disabled for good does not grow the table forever (retention then deletes
+ * them with the other dead ones). Parking sets updated_at, and a delivery created while its endpoint was
+ * disabled is parked from its creation, so updated_at is when it was parked. Only endpoints disabled before the
+ * cutoff can have such rows (every row was parked at or after that): the walk goes through their rows on the
+ * per-endpoint pending index, and a disabled_at left NULL (an UPDATE that set only `enabled`) is checked too.
+ */
+export const expireParked = (limit: number, maxAgeMs: number) => sql.type(z.object({ expired: z.number() }))`
+  WITH doomed AS (
+    SELECT d.id FROM webhooks.endpoints ep
+    JOIN webhooks.deliveries d
+      ON d.endpoint_id = ep.id AND d.status = 'pending' AND d.next_attempt_at = 'infinity'
+    WHERE NOT ep.enabled AND coalesce(ep.disabled_at < ${ago(maxAgeMs)}, true) AND d.updated_at < ${ago(maxAgeMs)}
+    LIMIT ${literalInt(limit)}
+    FOR UPDATE OF d SKIP LOCKED
+  ), expired AS (
+    UPDATE webhooks.deliveries d
+    SET status = 'dead', updated_at = now(),
+        last_error = 'parked longer than RETENTION_DEAD while its endpoint was disabled; replay it to send it'
+    FROM doomed WHERE d.id = doomed.id AND d.status = 'pending'
+    RETURNING 1
+  )
+  SELECT count(*)::int AS expired FROM expired`;
+
+/**
+ * Forgets idempotency keys first used more than `maxAgeMs` ago (the longest retention window, so a key is
+ * remembered at least as long as any delivery of its event). Oldest first through the created_at index; a
+ * key row is written once, by the transaction that first uses it, so its ctid is stable.
+ */
+export const pruneIdempotencyKeys = (limit: number, maxAgeMs: number) => sql.type(z.object({ deleted: z.number() }))`
+  WITH deleted AS (
+    DELETE FROM webhooks.idempotency_keys
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM webhooks.idempotency_keys
+                            WHERE created_at < ${ago(maxAgeMs)} ORDER BY created_at LIMIT ${literalInt(limit)}))
+    RETURNING 1
+  )
+  SELECT count(*)::int AS deleted FROM deleted`;

@@ -1,7 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
-import { clearExpiredSecrets, deleteDead, deleteDelivered, deleteOrphanedOutbox, type WindowQuery } from './queries.ts';
+import {
+  clearExpiredSecrets,
+  deleteDead,
+  deleteDelivered,
+  deleteOrphanedOutbox,
+  expireParked,
+  pruneIdempotencyKeys,
+  type WindowQuery,
+} from './queries.ts';
 
 export type RetentionDeps = {
   pool: DatabasePool;
@@ -52,11 +60,14 @@ export async function clearSecrets(deps: Pick<RetentionDeps, 'pool' | 'log'>): P
 /**
  * One full pass: old delivered deliveries, then old dead ones (attempts go with them by cascade), then old
  * outbox rows left with no delivery, so events whose last delivery went in this pass go in this pass too.
- * Pending and delivering deliveries are never touched, however old. `signal` stops it between batches.
+ * Pending and delivering deliveries are never deleted, however old; deliveries parked on a disabled endpoint
+ * for longer than the dead window first turn dead (deleted a dead window later). Last, idempotency keys older
+ * than the longest window. `signal` stops it between batches.
  */
 export async function retentionPass(deps: RetentionDeps, signal?: AbortSignal): Promise<RetentionCounts> {
   const counts: RetentionCounts = { deliveries: 0, outbox: 0 };
   try {
+    await expireParkedDeliveries(deps, signal);
     const steps = [
       ['deliveries', (after: string) => deleteDelivered(after, deps.batch, deps.deliveredMaxAgeMs)],
       ['deliveries', (after: string) => deleteDead(after, deps.batch, deps.deadMaxAgeMs)],
@@ -71,11 +82,40 @@ export async function retentionPass(deps: RetentionDeps, signal?: AbortSignal): 
         );
       });
     }
+    if (!signal?.aborted) await forgetIdempotencyKeys(deps, signal);
   } finally {
     // Also after a failed batch: what earlier batches deleted is gone and worth a line.
     if (counts.deliveries > 0 || counts.outbox > 0) deps.log.info(counts, 'retention deleted old rows');
   }
   return counts;
+}
+
+/** Parked deliveries of disabled endpoints, parked longer than the dead window, end dead; returns how many. */
+export async function expireParkedDeliveries(deps: RetentionDeps, signal?: AbortSignal): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const expired = await deps.pool.oneFirst(expireParked(deps.batch, deps.deadMaxAgeMs));
+    total += expired;
+    if (expired < deps.batch || signal?.aborted) break;
+  }
+  if (total > 0) deps.log.warn({ deliveries: total }, 'deliveries parked on disabled endpoints for too long are dead');
+  return total;
+}
+
+/**
+ * Idempotency keys older than the longest window (RETENTION_DELIVERED or RETENTION_DEAD): a key outlives every
+ * delivery of its event, so a repeat is recognised at least as long as anything of the first event is kept.
+ */
+export async function forgetIdempotencyKeys(deps: RetentionDeps, signal?: AbortSignal): Promise<number> {
+  const maxAgeMs = Math.max(deps.deliveredMaxAgeMs, deps.deadMaxAgeMs);
+  let total = 0;
+  for (;;) {
+    const deleted = await deps.pool.oneFirst(pruneIdempotencyKeys(deps.batch, maxAgeMs));
+    total += deleted;
+    if (deleted < deps.batch || signal?.aborted) break;
+  }
+  if (total > 0) deps.log.info({ keys: total }, 'retention forgot old idempotency keys');
+  return total;
 }
 
 /** Walks one table window by window from its oldest id until a window is short, holds no old row, or abort. */

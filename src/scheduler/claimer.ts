@@ -61,6 +61,7 @@ function toJob(row: { [K in keyof Job]: Job[K] | null }): Job[] {
       deliveryId,
       outboxId,
       endpointId,
+      tenant: row.tenant,
       attempt,
       eventType,
       payload,

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
 import { isTransient, sqlStateOf } from '../db/pg-errors.ts';
-import { writeOutcomes } from './queries.ts';
+import { writeOutcomes, type DisablePolicy } from './queries.ts';
 import type { Outcome } from '../domain.ts';
 import { createWake } from '../util/wake.ts';
 
@@ -10,8 +10,8 @@ export type OutcomeWriterDeps = {
   pool: DatabasePool;
   owner: string;
   workerId: string;
-  /** Disable an endpoint after this long failing with no success (0 = never). */
-  autoDisableMs: number;
+  /** Disable an endpoint after this long failing with no success, or this many failed attempts in a row (0 = never). */
+  disablePolicy: DisablePolicy;
   log: Logger;
   maxBatch?: number;
   /** How long a write waits for more outcomes to join it (default 5 ms); 0 writes at once. */
@@ -58,7 +58,7 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
       const batch = buffer.slice(0, singly > 0 ? 1 : maxBatch);
       try {
         const { written, disabled } = await deps.pool.one(
-          writeOutcomes(deps.owner, deps.workerId, deps.autoDisableMs, batch),
+          writeOutcomes(deps.owner, deps.workerId, deps.disablePolicy, batch),
         );
         buffer = buffer.slice(batch.length);
         backoffMs = 100;

@@ -15,6 +15,7 @@ const ClaimRow = z.object({
   payload: z.string().nullable(),
   createdAtMs: z.number().nullable(),
   url: z.string().nullable(),
+  tenant: z.string().nullable(),
   secrets: z.array(z.string()).nullable(),
   maxInFlight: z.number().nullable(),
   ratePerSecond: z.number().nullable(),
@@ -117,21 +118,35 @@ export const claimFair = (
                   last.cursor) AS cursor
   FROM more CROSS JOIN last LEFT JOIN claimed c ON true`;
 
+/** When the outcome write disables a failing endpoint: after this long with no success, or this many failed attempts in a row (0 = never). */
+export type DisablePolicy = { autoDisableMs: number; autoDisableFailures: number };
+
 /**
  * Writes a batch of outcomes in one statement, each guarded by `lease_owner = owner`: a stale worker's write
  * changes nothing. Failed attempts are logged in delivery_attempts; deferrals give their attempt back.
- * The same statement keeps endpoint health: it marks the start of a failing streak, clears it on a success,
- * and disables an endpoint that answered 410 Gone or has failed for `autoDisableMs` with no success. The
- * endpoint row is written only on such a transition, never per outcome. Returns how many outcomes were still
- * ours and which endpoints this write disabled.
+ * The same statement keeps endpoint health: it marks the start of a failing streak and counts its failed
+ * attempts (consecutive_failures), clears both on a success, and disables an endpoint that answered 410 Gone,
+ * has failed for `autoDisableMs` with no success, or has failed `autoDisableFailures` attempts in a row. The
+ * endpoint row is written only when its health changes (a failure, or the first success after failures), never
+ * for a success of a healthy endpoint. Deliveries it made dead are handed to webhooks.report_dead_deliveries
+ * (coalesced relay.delivery.dead events), a part of the statement present only when the batch has a dead
+ * outcome. Returns how many outcomes were still ours and which endpoints this write disabled.
  */
-export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: number, outcomes: readonly Outcome[]) => {
+export const writeOutcomes = (owner: string, workerId: string, policy: DisablePolicy, outcomes: readonly Outcome[]) => {
   const column = <T extends string | number | boolean | null>(pick: (o: Outcome) => T, type: string) =>
     sql.array(outcomes.map(pick), type as 'text');
   // coalesce: failing_since is NULL while healthy, and NULL must mean "no", never an unknown `enabled`.
-  const failingTooLong = sql.fragment`coalesce(${autoDisableMs}::bigint > 0
-    AND ep.failing_since < now() - ${autoDisableMs}::bigint * interval '1 millisecond', false)`;
-  return sql.type(z.object({ written: z.number(), disabled: z.array(z.string()) }))`
+  const failingTooLong = sql.fragment`coalesce(${policy.autoDisableMs}::bigint > 0
+    AND ep.failing_since < now() - ${policy.autoDisableMs}::bigint * interval '1 millisecond', false)`;
+  // The streak after this batch: failures after the batch's last success, on top of the old streak if none.
+  const streak = sql.fragment`(CASE WHEN h.ok THEN 0 ELSE ep.consecutive_failures END + h.failures_since_ok)`;
+  const tooManyFailures = sql.fragment`(${policy.autoDisableFailures}::int > 0
+    AND ${streak} >= ${policy.autoDisableFailures}::int)`;
+  const disableNow = sql.fragment`(h.gone OR (NOT h.ok AND h.failed AND ${failingTooLong}) OR ${tooManyFailures})`;
+  const anyDead = outcomes.some((o) => o.status === 'dead');
+  return sql.type(
+    z.object({ written: z.number(), disabled: z.array(z.string()), deadReported: z.number().nullable() }),
+  )`
   WITH o AS (
     SELECT * FROM unnest(${column((o) => o.deliveryId, 'int8')}, ${column((o) => o.endpointId, 'uuid')},
                          ${column((o) => o.status, 'text')}, ${column((o) => o.delayMs, 'int8')},
@@ -139,7 +154,8 @@ export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: nu
                          ${column((o) => o.snippet, 'text')}, ${column((o) => o.durationMs, 'int4')},
                          ${column((o) => o.attempt, 'int4')}, ${column((o) => o.refund, 'bool')},
                          ${column((o) => o.gone, 'bool')})
-      AS o(id, endpoint_id, status, delay_ms, status_code, error, snippet, duration_ms, attempt, refund, gone)
+      WITH ORDINALITY AS o(id, endpoint_id, status, delay_ms, status_code, error, snippet, duration_ms, attempt, refund,
+                           gone, ord)
   ), updated AS (
     UPDATE webhooks.deliveries d
     SET status = o.status,
@@ -161,7 +177,7 @@ export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: nu
     -- there (118 ms per batch) or, ANDed with a primary-key bitmap, looping over the outcomes once per row
     -- (45 ms for 300 outcomes against a fresh 200k-row backlog).
     WHERE d.id = o.id AND d.lease_owner = ${owner} AND d.attempts = o.attempt
-    RETURNING d.id
+    RETURNING d.id, d.outbox_id
   ), logged AS (
     INSERT INTO webhooks.delivery_attempts
       (delivery_id, attempt, status_code, error, response_snippet, duration_ms, worker_id)
@@ -169,34 +185,50 @@ export const writeOutcomes = (owner: string, workerId: string, autoDisableMs: nu
     FROM o JOIN updated u ON u.id = o.id
     WHERE o.status <> 'delivered' AND NOT o.refund
   ), health AS (
-    SELECT o.endpoint_id, bool_or(o.status = 'delivered') AS ok, bool_or(o.gone) AS gone,
-           bool_or(o.status <> 'delivered' AND NOT o.refund) AS failed
-    FROM o JOIN updated u ON u.id = o.id
-    GROUP BY o.endpoint_id
+    SELECT endpoint_id, bool_or(ok) AS ok, bool_or(gone) AS gone, bool_or(failed) AS failed,
+           count(*) FILTER (WHERE failed AND ord > last_ok)::int AS failures_since_ok
+    FROM (SELECT o.endpoint_id, o.ord, o.gone, o.status = 'delivered' AS ok,
+                 o.status <> 'delivered' AND NOT o.refund AS failed,
+                 coalesce(max(o.ord) FILTER (WHERE o.status = 'delivered') OVER (PARTITION BY o.endpoint_id), 0)
+                   AS last_ok
+          FROM o JOIN updated u ON u.id = o.id) attempts
+    GROUP BY endpoint_id
   ), transitions AS (
     UPDATE webhooks.endpoints ep
     SET failing_since = CASE WHEN h.ok THEN NULL WHEN h.failed THEN coalesce(ep.failing_since, now())
                              ELSE ep.failing_since END,
-        enabled = ep.enabled AND NOT h.gone AND NOT (NOT h.ok AND h.failed AND ${failingTooLong}),
+        consecutive_failures = ${streak},
+        enabled = ep.enabled AND NOT ${disableNow},
         disabled_reason = CASE
           WHEN ep.enabled AND h.gone THEN 'receiver answered 410 Gone'
           WHEN ep.enabled AND NOT h.ok AND h.failed AND ${failingTooLong}
             THEN 'every attempt failed since ' || to_char(ep.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+          WHEN ep.enabled AND ${tooManyFailures} THEN ${streak} || ' consecutive failed attempts'
           ELSE ep.disabled_reason END,
-        disabled_at = CASE WHEN ep.enabled AND (h.gone OR (NOT h.ok AND h.failed AND ${failingTooLong}))
-                           THEN now() ELSE ep.disabled_at END,
+        disabled_at = CASE WHEN ep.enabled AND ${disableNow} THEN now() ELSE ep.disabled_at END,
         updated_at = now()
     FROM health h
     WHERE ep.id = h.endpoint_id AND (
-         (h.ok AND ep.failing_since IS NOT NULL)
-      OR (h.failed AND NOT h.ok AND ep.failing_since IS NULL)
-      OR (ep.enabled AND h.gone)
-      OR (ep.enabled AND NOT h.ok AND h.failed AND ${failingTooLong}))
+         (h.ok AND (ep.failing_since IS NOT NULL OR ep.consecutive_failures > 0))
+      OR h.failed
+      OR (ep.enabled AND h.gone))
     RETURNING ep.id, ep.enabled, ep.disabled_at
-  )
+  )${
+    anyDead
+      ? sql.fragment`, reported AS (
+    SELECT webhooks.report_dead_deliveries(jsonb_agg(jsonb_build_object(
+             'delivery_id', o.id, 'endpoint_id', o.endpoint_id, 'outbox_id', u.outbox_id, 'attempts', o.attempt,
+             'status_code', o.status_code, 'error', o.error))) AS events
+    FROM o JOIN updated u ON u.id = o.id
+    WHERE o.status = 'dead'
+    HAVING count(*) > 0
+  )`
+      : sql.fragment``
+  }
   SELECT (SELECT count(*) FROM updated)::int AS written,
          coalesce((SELECT array_agg(id::text) FROM transitions WHERE NOT enabled AND disabled_at = now()), '{}')
-           AS disabled`;
+           AS disabled,
+         ${anyDead ? sql.fragment`(SELECT events FROM reported)` : sql.fragment`0`} AS "deadReported"`;
 };
 
 /** One statement renews every lease this process holds; ids missing from the result are lost leases. */

@@ -4,10 +4,13 @@ import { dueAfter } from '../db/fragments.ts';
 
 /**
  * Recovers deliveries whose lease expired (a relay crashed or froze mid-request): back to pending, due now, or
- * dead when the crashed attempt was the last one allowed. Bounded and SKIP LOCKED, so replicas sweeping at
- * once neither block nor double-count each other.
+ * dead when the crashed attempt was the last one allowed (reported like any dead delivery, see
+ * webhooks.report_dead_deliveries). Bounded and SKIP LOCKED, so replicas sweeping at once neither block nor
+ * double-count each other.
  */
-export const reclaimExpired = (maxAttempts: number, limit: number) => sql.type(z.object({ reclaimed: z.number() }))`
+export const reclaimExpired = (maxAttempts: number, limit: number) => sql.type(
+  z.object({ reclaimed: z.number(), deadReported: z.number().nullable() }),
+)`
   WITH expired AS (
     SELECT id FROM webhooks.deliveries
     WHERE status = 'delivering' AND lease_until < now()
@@ -22,6 +25,19 @@ export const reclaimExpired = (maxAttempts: number, limit: number) => sql.type(z
         lease_owner = NULL, lease_until = NULL, updated_at = now(),
         next_attempt_at = ${dueAfter(sql.fragment`d.endpoint_id`, sql.fragment`interval '0'`)}
     FROM expired WHERE d.id = expired.id
-    RETURNING 1
+    RETURNING d.id, d.endpoint_id, d.outbox_id, d.attempts, d.status, d.last_status_code, d.last_error
+  ), reported AS (
+    SELECT webhooks.report_dead_deliveries(jsonb_agg(jsonb_build_object(
+             'delivery_id', r.id, 'endpoint_id', r.endpoint_id, 'outbox_id', r.outbox_id, 'attempts', r.attempts,
+             'status_code', r.last_status_code, 'error', r.last_error))) AS events
+    FROM reclaimed r WHERE r.status = 'dead'
+    HAVING count(*) > 0
   )
-  SELECT count(*)::int AS reclaimed FROM reclaimed`;
+  SELECT count(*)::int AS reclaimed, (SELECT events FROM reported) AS "deadReported" FROM reclaimed`;
+
+/**
+ * Writes the relay.delivery.dead events that coalescing held back once their minute is over (one statement per
+ * sweep pass; the table holds a row only per endpoint with recent deaths and an operational subscriber).
+ */
+export const flushDeadNotices = () => sql.type(z.object({ events: z.number() }))`
+  SELECT webhooks.flush_dead_notices() AS events`;

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
-import { reclaimExpired } from './queries.ts';
+import { flushDeadNotices, reclaimExpired } from './queries.ts';
 
 export type SweepDeps = {
   pool: DatabasePool;
@@ -14,7 +14,10 @@ export type SweepDeps = {
 
 const SWEEP_BATCH = 1_000;
 
-/** Reclaims expired leases until `signal` aborts; a failed pass is logged, not thrown. */
+/**
+ * Reclaims expired leases, and writes the operational events coalescing held back, until `signal` aborts; a
+ * failed pass is logged, not thrown.
+ */
 export async function runSweep(deps: SweepDeps, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
     try {
@@ -26,6 +29,8 @@ export async function runSweep(deps: SweepDeps, signal: AbortSignal): Promise<vo
           deps.onReclaimed(reclaimed);
         }
       } while (reclaimed === SWEEP_BATCH && !signal.aborted);
+      const { events } = await deps.pool.one(flushDeadNotices());
+      if (events > 0) deps.log.info({ events }, 'sweep wrote held relay.delivery.dead events');
     } catch (err) {
       deps.log.error({ err }, 'sweep pass failed');
     }

@@ -148,6 +148,8 @@ this list complete). Values reach the relay as strings; an empty one counts as u
   value: {{ .Values.config.shutdownGrace | quote }}
 - name: AUTO_DISABLE_AFTER
   value: {{ .Values.config.autoDisableAfter | quote }}
+- name: AUTO_DISABLE_AFTER_FAILURES
+  value: {{ .Values.config.autoDisableAfterFailures | quote }}
 - name: STATS_INTERVAL
   value: {{ .Values.config.statsInterval | quote }}
 - name: RETENTION_DELIVERED
