@@ -22,6 +22,14 @@ const undelivered = (db: TestDb, endpointId: string) =>
   db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
     SELECT count(*)::int AS n FROM webhooks.deliveries WHERE endpoint_id = ${endpointId} AND status <> 'delivered'`);
 
+/** The slow endpoint answers after SLOW_MS (on the fixture's receiver); a second receiver answers at once. */
+async function slowAndHealthy(db: TestDb, slow: Receiver, onTestFinished: (fn: () => Promise<void>) => void) {
+  const healthy = await startReceiver();
+  onTestFinished(() => healthy.close());
+  slow.reply(() => ({ status: 200, delayMs: SLOW_MS }));
+  return { healthy, a: await addEndpoint(db, slow.url), b: await addEndpoint(db, healthy.url) };
+}
+
 /** Sends `count` events to an endpoint at `perSecond`; resolves with each one's commit-to-receipt latency (ms). */
 async function trickle(db: TestDb, endpointId: string, receiver: Receiver, count: number, perSecond: number) {
   const committedAt = new Map<string, number>();
@@ -43,11 +51,7 @@ test('a slow endpoint with a bulk backlog delays nobody else: a healthy endpoint
   startRelay,
   onTestFinished,
 }) => {
-  const healthy = await startReceiver();
-  onTestFinished(() => healthy.close());
-  slow.reply(() => ({ status: 200, delayMs: SLOW_MS }));
-  const a = await addEndpoint(db, slow.url);
-  const b = await addEndpoint(db, healthy.url);
+  const { healthy, a, b } = await slowAndHealthy(db, slow, onTestFinished);
   await startRelay({ REQUEST_TIMEOUT: '5s' });
 
   await bulk(db, a.id, BACKLOG);
@@ -66,11 +70,7 @@ test('persisted work is claimed endpoint by endpoint: an old backlog never hides
   startRelay,
   onTestFinished,
 }) => {
-  const healthy = await startReceiver();
-  onTestFinished(() => healthy.close());
-  slow.reply(() => ({ status: 200, delayMs: SLOW_MS }));
-  const a = await addEndpoint(db, slow.url);
-  const b = await addEndpoint(db, healthy.url);
+  const { healthy, a, b } = await slowAndHealthy(db, slow, onTestFinished);
   // Both endpoints' rows are already in the table, pending (a restart, or what a standby inherits): the slow
   // endpoint's thousands due an hour ago, the healthy one's 20 due now. Oldest-first claims would take the
   // slow endpoint's rows until every place was full.
