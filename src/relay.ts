@@ -62,7 +62,11 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     // A random incarnation id: a restarted pod with the same WORKER_ID must not inherit its predecessor's leases.
     const owner = `${config.workerId}/${randomBytes(6).toString('hex')}`;
     const pool = hold(
-      await createDatabasePool(databaseUrl, { maximumPoolSize: 8, applicationName: 'outbox-relay' }),
+      await createDatabasePool(databaseUrl, {
+        maximumPoolSize: 8,
+        applicationName: 'outbox-relay',
+        statementTimeoutMs: config.statementTimeoutMs,
+      }),
       (p) => p.end(),
     );
     await requireSchema(pool);
