@@ -60,6 +60,111 @@ function byMessage(requests: readonly Received[]): Map<string, Received[]> {
 }
 
 withLink(
+  'a fan-out whose result is lost after it committed strands nothing: the delivery goes out at once, not after LEASE',
+  async ({ db, receiver, link: { proxy, url }, startRelay }) => {
+    await addEndpoint(db, receiver.url);
+    await startRelay({ DATABASE_URL: url, LEASE: '30s' });
+    // The answer names the endpoint's URL only when the statement inserted its delivery.
+    const lost = proxy.loseResultOf('INSERT INTO webhooks.deliveries', receiver.url);
+    const [id] = await insertEvents(db, [{ type: 'lost.fanout', payload: '{"n":1}' }]);
+    await lost;
+    const lostAt = Date.now();
+    await until(() => receiver.requests.length > 0, { timeoutMs: 10_000, what: 'the delivery fan-out lost' });
+    const delayMs = receiver.requests[0]!.receivedAt - lostAt;
+    console.log(`fan-out result lost: delivered ${delayMs} ms after the reset`);
+    expect(delayMs).toBeLessThan(3_000);
+    await until(async () => (await deliveryOf(db, id!)).status === 'delivered', { what: 'recorded' });
+    // The attempt the lost insert counted was given back: one request, one attempt.
+    expect(await deliveryOf(db, id!)).toEqual({ status: 'delivered', attempts: 1, owner: null });
+    expect(receiver.requests).toHaveLength(1);
+  },
+);
+
+withLink(
+  'a claim whose result is lost after it committed strands nothing: the retry goes out at once, not after LEASE',
+  async ({ db, receiver, link: { proxy, url }, startRelay }) => {
+    await addEndpoint(db, receiver.url);
+    receiver.reply((_req, i) => (i === 0 ? { status: 500 } : { status: 204 }));
+    await startRelay({ DATABASE_URL: url, LEASE: '30s' });
+    // The claim's answer names the endpoint's URL only when it claimed the delivery (the retry).
+    const lost = proxy.loseResultOf('attempts = d.attempts + 1', receiver.url);
+    const [id] = await insertEvents(db, [{ type: 'lost.claim', payload: '{"n":1}' }]);
+    await lost;
+    const lostAt = Date.now();
+    await until(() => receiver.requests.length > 1, { timeoutMs: 10_000, what: 'the retry the claim lost' });
+    const delayMs = receiver.requests[1]!.receivedAt - lostAt;
+    console.log(`claim result lost: retried ${delayMs} ms after the reset`);
+    expect(delayMs).toBeLessThan(3_000);
+    await until(async () => (await deliveryOf(db, id!)).status === 'delivered', { what: 'recorded' });
+    // Two requests, two attempts: the one the lost claim counted was given back.
+    expect(await deliveryOf(db, id!)).toEqual({ status: 'delivered', attempts: 2, owner: null });
+    expect(receiver.requests).toHaveLength(2);
+  },
+);
+
+withLink(
+  'an outcome write whose result is lost after it committed is retried harmlessly: one request, recorded once',
+  async ({ db, receiver, link: { proxy, url }, startRelay }) => {
+    await addEndpoint(db, receiver.url);
+    receiver.reply((_req, i) => (i === 0 ? { status: 500 } : { status: 204 }));
+    await startRelay({ DATABASE_URL: url, LEASE: '30s' });
+    const lost = proxy.loseResultOf('INSERT INTO webhooks.delivery_attempts');
+    const [id] = await insertEvents(db, [{ type: 'lost.outcome', payload: '{"n":1}' }]);
+    await lost; // the failed first attempt was recorded, and the writer never heard so
+    await until(async () => (await deliveryOf(db, id!)).status === 'delivered', {
+      timeoutMs: 10_000,
+      what: 'delivered on the retry',
+    });
+    expect(await deliveryOf(db, id!)).toEqual({ status: 'delivered', attempts: 2, owner: null });
+    expect(receiver.requests).toHaveLength(2);
+    // The writer's retry of the lost write matched no row (the lease guard): the failure is logged once.
+    const attempts = await db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
+      SELECT count(*)::int AS n FROM webhooks.delivery_attempts`);
+    expect(attempts).toBe(1);
+  },
+);
+
+withLink(
+  'connections reset in a loop while events flow: every event arrives once, none later than a few seconds',
+  async ({ db, receiver, link: { proxy, url }, startRelay }) => {
+    await addEndpoint(db, receiver.url);
+    const relay = await startRelay({ DATABASE_URL: url, LEASE: '30s', STATEMENT_TIMEOUT: '3s' });
+    // Answers spend 20 ms in the proxy, so resets often land between a commit and its answer.
+    proxy.latency(20);
+    const committedAt = new Map<string, number>();
+    const producing = (async () => {
+      for (let i = 0; i < 240; i++) {
+        const [id] = await insertEvents(db, [{ type: 'flaky.reset', payload: `{"i":${i}}` }]);
+        committedAt.set(`msg_${id}`, Date.now());
+        await sleep(40);
+      }
+    })();
+    const resets = 8;
+    for (let i = 0; i < resets; i++) {
+      await sleep(1_000 + Math.random() * 600);
+      proxy.reset();
+    }
+    await producing;
+    await until(async () => (await statusCounts(db)).delivered === committedAt.size, {
+      timeoutMs: 30_000,
+      what: `all ${committedAt.size} events delivered`,
+    });
+    expect(await statusCounts(db)).toEqual({ delivered: committedAt.size });
+    const messages = byMessage(receiver.requests);
+    expect([...messages.keys()].sort()).toEqual([...committedAt.keys()].sort());
+    const delays = [...messages].map(([id, copies]) => copies[0]!.receivedAt - committedAt.get(id)!);
+    const worstMs = Math.max(...delays);
+    const duplicates = receiver.requests.length - messages.size;
+    console.log(
+      `${resets} resets, ${committedAt.size} events: worst commit-to-receipt ${worstMs} ms, ` +
+        `duplicates (same webhook-id) ${duplicates}`,
+    );
+    expect(worstMs).toBeLessThan(8_000);
+    await until(() => relay.streamState() === 'streaming', { what: 'streaming again' });
+  },
+);
+
+withLink(
   'a 10 s blackhole: /readyz answers within 1 s throughout, says 503 within 8 s, and nothing is lost',
   async ({ db, receiver, link: { proxy, url }, startRelay }) => {
     await addEndpoint(db, receiver.url);
