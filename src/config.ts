@@ -207,13 +207,14 @@ const EnvSchema = z.object({
   RETRY_JITTER: ratio.default(0.2),
   RETRY_AFTER_MAX: duration(0, 86_400_000).default(3_600_000),
   STATUS_INTERVAL: duration(100, 60_000).default(10_000),
-  STREAM_IDLE_TIMEOUT: duration(1_000, 3_600_000).default(120_000),
+  STREAM_IDLE_TIMEOUT: duration(1_000, 3_600_000).default(30_000),
   STANDBY_RETRY_INTERVAL: duration(100, 600_000).default(5_000),
   MIGRATE_ON_START: boolean.default(true),
   SHUTDOWN_GRACE: duration(0, 600_000).default(20_000),
   AUTO_DISABLE_AFTER: duration(0, 365 * 86_400_000).default(5 * 86_400_000),
   AUTO_DISABLE_AFTER_FAILURES: integer(0, 1_000_000).default(0),
   STATS_INTERVAL: duration(100, 3_600_000).default(15_000),
+  STATEMENT_TIMEOUT: duration(1_000, 600_000).default(30_000),
   BREAKER_ERROR_THRESHOLD: integer(1, 100).default(50),
   BREAKER_VOLUME_THRESHOLD: integer(1, 100_000).default(10),
   BREAKER_RESET_TIMEOUT: duration(100, 3_600_000).default(30_000),
@@ -275,6 +276,8 @@ export type Config = Readonly<{
   retryAfterMaxMs: number;
   statusIntervalMs: number;
   streamIdleTimeoutMs: number;
+  /** Server-side statement_timeout of the relay's pool; the client abandons a connection 2 s after it. */
+  statementTimeoutMs: number;
   standbyRetryMs: number;
   migrateOnStart: boolean;
   shutdownGraceMs: number;
@@ -342,6 +345,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retryAfterMaxMs: e.RETRY_AFTER_MAX,
     statusIntervalMs: e.STATUS_INTERVAL,
     streamIdleTimeoutMs: e.STREAM_IDLE_TIMEOUT,
+    statementTimeoutMs: e.STATEMENT_TIMEOUT,
     standbyRetryMs: e.STANDBY_RETRY_INTERVAL,
     migrateOnStart: e.MIGRATE_ON_START,
     shutdownGraceMs: e.SHUTDOWN_GRACE,
@@ -395,6 +399,10 @@ function deriveDefaults(c: Mutable<Config>, isSet: (name: EnvName) => boolean): 
       c.heartbeatIntervalMs = within('HEARTBEAT_INTERVAL', Math.min(c.heartbeatIntervalMs, room));
     }
   }
+  // STREAM_IDLE_TIMEOUT >= 2 x STATUS_INTERVAL (each status asks the server for an answer); unset, it is 3 x.
+  if (!isSet('STREAM_IDLE_TIMEOUT')) c.streamIdleTimeoutMs = Math.max(c.streamIdleTimeoutMs, 3 * c.statusIntervalMs);
+  else if (!isSet('STATUS_INTERVAL'))
+    c.statusIntervalMs = within('STATUS_INTERVAL', Math.min(c.statusIntervalMs, c.streamIdleTimeoutMs / 3));
   // BREAKER_WINDOW <= BREAKER_RESET_TIMEOUT.
   if (!isSet('BREAKER_WINDOW')) c.breakerWindowMs = Math.min(c.breakerWindowMs, c.breakerResetTimeoutMs);
   else if (!isSet('BREAKER_RESET_TIMEOUT'))
@@ -411,6 +419,12 @@ function checkRelations(c: Config): void {
   if (c.leaseMs <= c.requestTimeoutMs + 2 * c.heartbeatIntervalMs) {
     problems.push(
       `  LEASE: must exceed REQUEST_TIMEOUT + 2 x HEARTBEAT_INTERVAL (${fmt(c.requestTimeoutMs + 2 * c.heartbeatIntervalMs)}) so a peer never reclaims a request in flight, got ${fmt(c.leaseMs)}`,
+    );
+  }
+  // The server answers each status at once; the stream is rebuilt only after two such answers went missing.
+  if (c.streamIdleTimeoutMs < 2 * c.statusIntervalMs) {
+    problems.push(
+      `  STREAM_IDLE_TIMEOUT: must be at least 2 x STATUS_INTERVAL (${fmt(2 * c.statusIntervalMs)}), got ${fmt(c.streamIdleTimeoutMs)}`,
     );
   }
   // Failures from before an open would otherwise still be in the window when a probe closes the breaker.

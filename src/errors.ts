@@ -15,6 +15,8 @@ export type RelayErrorCode =
   /** The replication stream broke (server gone, watchdog, protocol error): rebuild it from the slot. */
   | 'STREAM_FAILED'
   | 'LEASE_LOST'
+  /** A database statement got no answer within its deadline: its connection was abandoned (a silent link). */
+  | 'DB_DEADLINE'
   /** A supervised loop ended or failed while the relay was not stopping: the relay stops and exits non-zero. */
   | 'LOOP_FAILED'
   | 'USAGE';

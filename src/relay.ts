@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createBreakers } from './breaker/breakers.ts';
 import { requireDatabaseUrl, type Config } from './config.ts';
 import { migrate, requireSchema } from './db/migrate.ts';
-import { createDatabasePool } from './db/pool.ts';
+import { createDatabasePool, statementDeadlineMs } from './db/pool.ts';
 import { slotConfirmedLsn } from './db/slots.ts';
 import { createDeadLog } from './delivery/dead-log.ts';
 import { createDeliver } from './delivery/deliver.ts';
@@ -23,6 +23,7 @@ import { runStream } from './replication/slot.ts';
 import { runRetention } from './retention/retention.ts';
 import { runClaimer } from './scheduler/claimer.ts';
 import { runHeartbeat } from './scheduler/lease.ts';
+import { createOrphanGuard, runOrphanRelease } from './scheduler/orphans.ts';
 import { createOutcomeWriter } from './scheduler/outcome-writer.ts';
 import { releaseLeases } from './scheduler/queries.ts';
 import { createScheduler } from './scheduler/scheduler.ts';
@@ -62,7 +63,11 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     // A random incarnation id: a restarted pod with the same WORKER_ID must not inherit its predecessor's leases.
     const owner = `${config.workerId}/${randomBytes(6).toString('hex')}`;
     const pool = hold(
-      await createDatabasePool(databaseUrl, { maximumPoolSize: 8, applicationName: 'outbox-relay' }),
+      await createDatabasePool(databaseUrl, {
+        maximumPoolSize: 8,
+        applicationName: 'outbox-relay',
+        statementTimeoutMs: config.statementTimeoutMs,
+      }),
       (p) => p.end(),
     );
     await requireSchema(pool);
@@ -107,6 +112,8 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       disablePolicy: { autoDisableMs: config.autoDisableMs, autoDisableFailures: config.autoDisableFailures },
       log,
     });
+    // Rows claimed for this owner whose result a broken connection lost are released at once, not after LEASE.
+    const orphans = createOrphanGuard({ settleMs: statementDeadlineMs(config.statementTimeoutMs) });
     const scheduler = createScheduler({
       capacity: config.schedulerCapacity,
       maxBytes: config.payloadBudgetBytes - streamBytes,
@@ -126,7 +133,10 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       },
       handBack: async (jobs) => {
         const ids = jobs.map((j) => j.deliveryId);
-        await pool.one(releaseLeases(owner, ids, false)).catch((err: unknown) => log.error({ err }, 'release failed'));
+        await pool.one(releaseLeases(owner, ids, false)).catch((err: unknown) => {
+          orphans.failed();
+          log.error({ err }, 'release failed');
+        });
       },
     });
 
@@ -149,6 +159,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       log,
       scheduler,
       onFannedOut: metrics.fannedOut,
+      claiming: orphans.claiming,
     });
     const confirmedLsn = async () => {
       const lsn = await pool.maybeOneFirst(slotConfirmedLsn(config.slotName));
@@ -182,7 +193,12 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
           },
           signal,
         ),
-      claimer: (signal) => runClaimer({ ...config, pool, owner, scheduler, log }, signal),
+      claimer: (signal) => runClaimer({ ...config, pool, owner, scheduler, log, claiming: orphans.claiming }, signal),
+      orphans: (signal) =>
+        runOrphanRelease(
+          { pool, owner, guard: orphans, heldIds, log, onReleased: () => scheduler.wakeClaimer() },
+          signal,
+        ),
       sweep: (signal) => runSweep({ ...config, pool, log, maxAttempts, onReclaimed }, signal),
       stats: (signal) => runDbStats({ ...config, pool, metrics, log }, signal),
       endpoints: (signal) => runEndpointRefresh({ pool, views: endpoints, intervalMs: 1_000, log }, signal),

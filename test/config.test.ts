@@ -145,6 +145,8 @@ describe('every variable set alone is accepted: defaults adapt to it', () => {
     ['LEASE', '2s', { requestTimeoutMs: 1_000, heartbeatIntervalMs: 333, leaseMs: 2_000 }],
     ['DELIVERY_CONCURRENCY', '5000', { deliveryConcurrency: 5_000, schedulerCapacity: 5_000 }],
     ['SCHEDULER_CAPACITY', '10', { deliveryConcurrency: 10, schedulerCapacity: 10 }],
+    ['STATUS_INTERVAL', '30s', { statusIntervalMs: 30_000, streamIdleTimeoutMs: 90_000 }],
+    ['STREAM_IDLE_TIMEOUT', '3s', { statusIntervalMs: 1_000, streamIdleTimeoutMs: 3_000 }],
   ])('%s=%s alone moves the unset side of its rule', (name, value, expected) => {
     expect(loadConfig({ [name]: value })).toMatchObject(expected);
   });
@@ -160,6 +162,9 @@ describe('every variable set alone is accepted: defaults adapt to it', () => {
     );
     expect(() => loadConfig({ SCHEDULER_CAPACITY: '10', DELIVERY_CONCURRENCY: '64' })).toThrow(
       'SCHEDULER_CAPACITY: must be at least DELIVERY_CONCURRENCY (64), got 10',
+    );
+    expect(() => loadConfig({ STREAM_IDLE_TIMEOUT: '5s', STATUS_INTERVAL: '10s' })).toThrow(
+      'STREAM_IDLE_TIMEOUT: must be at least 2 x STATUS_INTERVAL (20s), got 5s',
     );
     expect(() => loadConfig({ LEASE: '30s', REQUEST_TIMEOUT: '60s' })).toThrow(
       /LEASE: must exceed REQUEST_TIMEOUT \+ 2 x HEARTBEAT_INTERVAL/,

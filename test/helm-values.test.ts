@@ -233,6 +233,8 @@ describe('every relay environment variable is reachable from values', () => {
     ['breakerWindow', '1m'],
     ['deliveryConcurrency', 5_000],
     ['schedulerCapacity', 10],
+    ['statusInterval', '30s'],
+    ['streamIdleTimeout', '3s'],
     ['httpHost', '127.0.0.1'],
     ['httpHost', '::'],
   ])('config.%s: %j alone renders a configuration the relay accepts', (key, value) => {

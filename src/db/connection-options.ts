@@ -24,6 +24,24 @@ export type DatabaseConnection = Readonly<{
   trust?: string;
 }>;
 
+/**
+ * TCP keepalive on every database connection (the pool's and the replication stream's): an idle connection whose
+ * peer went silent is probed after this long, then every 1 s, 10 times (Node's settings), so it is found dead
+ * within 20 s. Keepalive probes only an idle connection: one with a statement outstanding is bounded by the
+ * statement deadline (pool.ts), the stream by its idle watchdog (STREAM_IDLE_TIMEOUT).
+ */
+export const KEEPALIVE_IDLE_MS = 10_000;
+
+/** TCP connect plus the startup handshake, for every database connection. */
+export const DB_CONNECT_TIMEOUT_MS = 10_000;
+
+/** node-postgres options that detect a silent link (see KEEPALIVE_IDLE_MS). */
+export const linkOptions = {
+  keepAlive: true,
+  keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
+  connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
+} as const;
+
 const TLS_PARAMS = ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'sslpassword'] as const;
 
 /**

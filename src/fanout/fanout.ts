@@ -26,6 +26,11 @@ export type FanOutDeps = {
     wakeClaimer(): void;
   };
   onFannedOut?: (events: number, deliveries: number) => void;
+  /**
+   * Runs each statement that inserts rows claimed by `owner`, together with taking them into memory, so rows
+   * whose result a broken connection lost are released at once (scheduler/orphans.ts). Unset: run as is.
+   */
+  claiming?: <T>(statement: () => Promise<T>) => Promise<T>;
 };
 
 /**
@@ -93,46 +98,49 @@ async function fanOutVisible(deps: FanOutDeps, events: OutboxEvent[]): Promise<n
   }
 }
 
-async function runBatch(
+function runBatch(
   deps: FanOutDeps,
   events: OutboxEvent[],
   requireVisible: boolean,
 ): Promise<{ visible: number; inserted: number }> {
-  const reserved = deps.scheduler.reserve(Number.MAX_SAFE_INTEGER);
-  let jobs: Job[] = [];
-  let leftPending = false;
-  try {
-    const rows = await deps.pool.any(
-      fanOutBatch(
-        {
-          ids: events.map((e) => e.id),
-          eventTypes: events.map((e) => e.eventType),
-          targets: events.map((e) => e.endpointId),
-          tenants: events.map((e) => e.tenant),
-          abouts: events.map(aboutEndpoint),
-        },
-        deps.owner,
-        deps.leaseMs,
-        reserved,
-        deps.scheduler.quotas(),
-        requireVisible,
-      ),
-    );
-    const insertedRows = rows.filter((r): r is Inserted => r.deliveryId !== null);
-    const byId = new Map(events.map((e) => [e.id, e]));
-    jobs = insertedRows.flatMap(({ claimed, visible: _visible, ...row }) => {
-      const event = byId.get(row.outboxId);
-      if (!claimed || event === undefined) return [];
-      return [
-        { ...row, attempt: 1, eventType: event.eventType, payload: event.payload, createdAtMs: event.createdAtMs },
-      ];
-    });
-    leftPending = jobs.length < insertedRows.length;
-    return { visible: rows[0]?.visible ?? 0, inserted: insertedRows.length };
-  } finally {
-    deps.scheduler.accept(jobs, reserved);
-    if (leftPending) deps.scheduler.wakeClaimer();
-  }
+  const claiming = deps.claiming ?? ((statement) => statement());
+  return claiming(async () => {
+    const reserved = deps.scheduler.reserve(Number.MAX_SAFE_INTEGER);
+    let jobs: Job[] = [];
+    let leftPending = false;
+    try {
+      const rows = await deps.pool.any(
+        fanOutBatch(
+          {
+            ids: events.map((e) => e.id),
+            eventTypes: events.map((e) => e.eventType),
+            targets: events.map((e) => e.endpointId),
+            tenants: events.map((e) => e.tenant),
+            abouts: events.map(aboutEndpoint),
+          },
+          deps.owner,
+          deps.leaseMs,
+          reserved,
+          deps.scheduler.quotas(),
+          requireVisible,
+        ),
+      );
+      const insertedRows = rows.filter((r): r is Inserted => r.deliveryId !== null);
+      const byId = new Map(events.map((e) => [e.id, e]));
+      jobs = insertedRows.flatMap(({ claimed, visible: _visible, ...row }) => {
+        const event = byId.get(row.outboxId);
+        if (!claimed || event === undefined) return [];
+        return [
+          { ...row, attempt: 1, eventType: event.eventType, payload: event.payload, createdAtMs: event.createdAtMs },
+        ];
+      });
+      leftPending = jobs.length < insertedRows.length;
+      return { visible: rows[0]?.visible ?? 0, inserted: insertedRows.length };
+    } finally {
+      deps.scheduler.accept(jobs, reserved);
+      if (leftPending) deps.scheduler.wakeClaimer();
+    }
+  });
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Config } from '../config.ts';
-import { chooseSsl, parseDatabaseUrl, type PgSsl } from '../db/connection-options.ts';
+import { chooseSsl, linkOptions, parseDatabaseUrl, type PgSsl } from '../db/connection-options.ts';
 import { SqlState, sqlStateOf } from '../db/pg-errors.ts';
 import { slotLost } from '../db/slots.ts';
 import type { OutboxEvent } from '../domain.ts';
@@ -16,7 +16,8 @@ import { formatLsn, parseLsn, type Lsn } from './lsn.ts';
 /**
  * The settings a session reads. statusIntervalMs: how often a standby status goes out even when nothing changed
  * (keep well under wal_sender_timeout / 3); streamIdleTimeoutMs: rebuild the stream when the server has been
- * silent this long (it sends keepalives every wal_sender_timeout / 2); fanoutBatch: rows per fan-out batch.
+ * silent this long (every status asks it for an answer, so a live server is never silent longer than one status
+ * interval); fanoutBatch: rows per fan-out batch.
  */
 export type WalSessionSettings = Pick<
   Config,
@@ -58,6 +59,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
       connectionString: conn.url,
       ssl,
       application_name: 'outbox-relay stream',
+      ...linkOptions,
       // Fixed output formats so created_at text parses the same way whatever the server's defaults are.
       options: '-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3',
     },
@@ -98,8 +100,9 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   const sendStatus = (force = false) => {
     const lsn = tracker.status(performance.now(), force);
     if (lsn === undefined) return;
-    // The library writes lsn + 1 into the status message; we want exactly `lsn` confirmed.
-    void service.acknowledge(formatLsn(lsn - 1n)).catch((err: unknown) => end(err));
+    // The library writes lsn + 1 into the status message; we want exactly `lsn` confirmed. Each status asks
+    // the server to answer at once (a keepalive), so a silent link shows as silence within STATUS_INTERVAL.
+    void service.acknowledge(formatLsn(lsn - 1n), true).catch((err: unknown) => end(err));
     o.onDurable?.(lsn);
   };
   const receive = (msg: StreamMessage) => {
@@ -188,7 +191,12 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
 
 /** Opens and closes one replication connection (its pg_hba rules may differ from those of plain sessions). */
 async function probeReplication(url: string, ssl: PgSsl): Promise<void> {
-  const client = new pg.Client({ connectionString: url, ssl, replication: 'database' } as pg.ClientConfig);
+  const client = new pg.Client({
+    connectionString: url,
+    ssl,
+    replication: 'database',
+    ...linkOptions,
+  } as pg.ClientConfig);
   client.on('error', () => {});
   await client.connect();
   await client.end().catch(() => {});

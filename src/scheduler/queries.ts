@@ -256,3 +256,23 @@ export const releaseLeases = (owner: string, ids: readonly string[], started: bo
     RETURNING 1
   )
   SELECT count(*)::int AS released FROM r`;
+
+/**
+ * Releases the deliveries this relay owns but does not hold (`heldIds`: queued, in flight, or answered and not
+ * yet recorded): rows a claiming statement committed whose result was lost with its connection. Back to pending
+ * at once, the attempt counted at claim time given back (none was made). Only live leases: an expired one is the
+ * sweep's, which keeps its attempt (a request may have been made). Uses the leases index.
+ */
+export const releaseOrphans = (owner: string, heldIds: readonly string[]) => sql.type(
+  z.object({ released: z.number() }),
+)`
+  WITH r AS (
+    UPDATE webhooks.deliveries
+    SET status = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = now(),
+        next_attempt_at = ${dueAfter(sql.fragment`endpoint_id`, sql.fragment`interval '0'`)},
+        attempts = greatest(attempts - 1, 0)
+    WHERE status = 'delivering' AND lease_until > now() AND lease_owner = ${owner}
+      AND id <> ALL (${sql.array(heldIds, 'int8')})
+    RETURNING 1
+  )
+  SELECT count(*)::int AS released FROM r`;
