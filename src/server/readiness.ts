@@ -23,21 +23,22 @@ export type ReadinessProbe = {
   run: (signal: AbortSignal) => Promise<void>;
 };
 
-const PING_INTERVAL_MS = 2_000;
-const PING_TIMEOUT_MS = 2_000;
+const PING_INTERVAL_MS = 1_000;
+const PING_TIMEOUT_MS = 1_000;
 
 /**
  * Ready: not stopping, streaming the slot or standing by, and the database answered a ping recently. The
- * database is pinged by one loop (one statement every couple of seconds, never more than one at a time), not
+ * database is pinged by one loop (one statement a second, never more than one at a time), not
  * per request, so a flood of probes costs the pool nothing and /readyz answers at once even while the link
- * hangs. One late ping is tolerated (a busy pool is not an outage): the database counts as unreachable once no
- * ping succeeded for two ping periods. Anything else is 503 with a fixed reason in the body, so `kubectl
+ * hangs. A ping a little late is tolerated (a busy pool is not an outage): the database counts as unreachable
+ * once no ping succeeded for a ping period, its deadline and a second more (3 s): a silent link reads 503
+ * within about 3 s. Anything else is 503 with a fixed reason in the body, so `kubectl
  * describe` shows why; the database's own error text goes to the log, once per outage.
  */
 export function createReadiness(deps: ReadinessDeps): ReadinessProbe {
   const intervalMs = deps.pingIntervalMs ?? PING_INTERVAL_MS;
   const timeoutMs = deps.pingTimeoutMs ?? PING_TIMEOUT_MS;
-  const staleAfterMs = 2 * (intervalMs + timeoutMs);
+  const staleAfterMs = intervalMs + timeoutMs + 1_000;
   let lastOkAt: number | undefined; // performance.now() of the last answered ping
   let failing = false; // the last ping failed (logged once per outage)
   let pending: Promise<unknown> | undefined; // a ping still waiting for its answer
