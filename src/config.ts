@@ -198,6 +198,7 @@ const EnvSchema = z.object({
   CLAIM_INTERVAL: duration(10, 60_000).default(1_000),
   FANOUT_BATCH: integer(1, 50_000).default(2_000),
   FANOUT_ROOM_WAIT: duration(0, 10_000).default(0),
+  PERSIST_AFTER: duration(100, 60_000).default(2_000),
   LEASE: duration(1_000, 3_600_000).default(60_000),
   HEARTBEAT_INTERVAL: duration(100, 600_000).default(10_000),
   SWEEP_INTERVAL: duration(100, 3_600_000).default(10_000),
@@ -266,6 +267,8 @@ export type Config = Readonly<{
   fanoutBatch: number;
   /** 0: overflow beyond the scheduler's room is inserted pending at once, for any replica to claim. */
   fanoutRoomWaitMs: number;
+  /** A delivery sent from the stream gets a row once held this long unanswered (bounds how long it holds the slot). */
+  persistAfterMs: number;
   leaseMs: number;
   heartbeatIntervalMs: number;
   sweepIntervalMs: number;
@@ -335,6 +338,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     claimIntervalMs: e.CLAIM_INTERVAL,
     fanoutBatch: e.FANOUT_BATCH,
     fanoutRoomWaitMs: e.FANOUT_ROOM_WAIT,
+    persistAfterMs: e.PERSIST_AFTER,
     leaseMs: e.LEASE,
     heartbeatIntervalMs: e.HEARTBEAT_INTERVAL,
     sweepIntervalMs: e.SWEEP_INTERVAL,

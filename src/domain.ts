@@ -21,9 +21,13 @@ export type BreakerState = 'closed' | 'open' | 'half-open';
 /** Replication role of this process, for readiness and metrics. */
 export type StreamState = 'starting' | 'streaming' | 'standby' | 'failed' | 'stopped';
 
-/** A delivery this process holds a lease on, with everything needed to send it. */
+/**
+ * A delivery this process may send, with everything needed to send it: one it holds a lease on (a row of
+ * webhooks.deliveries), or one sent straight from the stream before any row exists (`deliveryId` null: the slot
+ * is the exclusive claim; a row is written with its outcome, or earlier if it outlasts PERSIST_AFTER).
+ */
 export type Job = {
-  deliveryId: string;
+  deliveryId: string | null;
   outboxId: string;
   endpointId: string;
   /** The endpoint's tenant (its events' tenant too). */
@@ -60,9 +64,10 @@ export type Attempt =
   /** The endpoint's circuit breaker is open: not sent, no attempt spent, due again when it half-opens. */
   | { kind: 'deferred'; untilMs: number };
 
-/** The row written back for a finished attempt. */
+/** The row written back for a finished attempt (inserted, for a delivery sent from the stream with no row yet). */
 export type Outcome = {
-  deliveryId: string;
+  deliveryId: string | null;
+  outboxId: string;
   endpointId: string;
   attempt: number;
   /** Not sent (breaker open): give back the attempt counted at claim time, log nothing. */
@@ -76,3 +81,6 @@ export type Outcome = {
   snippet: string | null;
   durationMs: number;
 };
+
+/** A delivery's identity in memory, row or not: one per event × endpoint. */
+export const jobKey = (job: Pick<Job, 'outboxId' | 'endpointId'>): string => `${job.outboxId}/${job.endpointId}`;

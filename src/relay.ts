@@ -1,18 +1,24 @@
 import { randomBytes } from 'node:crypto';
 import { createBreakers } from './breaker/breakers.ts';
 import { requireDatabaseUrl, type Config } from './config.ts';
-import { migrate, requireSchema } from './db/migrate.ts';
+import { RelayError } from './errors.ts';
 import { createDatabasePool, statementDeadlineMs } from './db/pool.ts';
-import { slotConfirmedLsn } from './db/slots.ts';
+import { migrate, requireSchema, endpointsPublication } from './db/migrate.ts';
+import { slotConfirmedLsn, streamStart } from './db/slots.ts';
 import { createDeadLog } from './delivery/dead-log.ts';
 import { createDeliver } from './delivery/deliver.ts';
 import { createHttpClient } from './delivery/http.ts';
 import { toOutcome } from './delivery/outcome.ts';
 import { createGuardedConnector } from './delivery/ssrf.ts';
-import type { StreamState } from './domain.ts';
+import { jobKey, type Job, type StreamState } from './domain.ts';
+import { createEndpointCache } from './endpoints/cache.ts';
+import { loadEndpoints } from './endpoints/queries.ts';
 import { runEndpointRefresh } from './endpoints/refresh.ts';
 import { createEndpointViews } from './endpoints/views.ts';
 import { createFanOut } from './fanout/fanout.ts';
+import { createLedger } from './fanout/ledger.ts';
+import { runPersister } from './fanout/persist.ts';
+import { insertPending } from './fanout/queries.ts';
 import { createReleasers } from './lifecycle/releasers.ts';
 import { supervise, type Loop, type Stage } from './lifecycle/supervise.ts';
 import type { Logger } from './log.ts';
@@ -103,6 +109,8 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     // PAYLOAD_BUDGET: a quarter for WAL rows not yet fanned out, the rest for deliveries queued or in flight.
     const streamBytes = Math.floor(config.payloadBudgetBytes / 4);
     const endpoints = createEndpointViews(); // rotated secrets and changed URLs apply to jobs already held
+    const endpointCache = createEndpointCache(); // every endpoint, kept in commit order by the stream
+    const ledger = createLedger(); // deliveries sent from the stream not yet recorded, by WAL batch
     const retryPolicy = { scheduleMs: config.retryScheduleMs, jitter: config.retryJitter };
     const logDead = createDeadLog(log); // warn, at most one line per endpoint per minute
     const writer = createOutcomeWriter({
@@ -132,13 +140,30 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
         writer.push(outcome);
       },
       handBack: async (jobs) => {
-        const ids = jobs.map((j) => j.deliveryId);
-        await pool.one(releaseLeases(owner, ids, false)).catch((err: unknown) => {
-          orphans.failed();
-          log.error({ err }, 'release failed');
-        });
+        const ids = jobs.flatMap((j) => (j.deliveryId === null ? [] : [j.deliveryId]));
+        const unrecorded = jobs.filter((j) => j.deliveryId === null);
+        if (ids.length > 0) {
+          await pool.one(releaseLeases(owner, ids, false)).catch((err: unknown) => {
+            orphans.failed();
+            log.error({ err }, 'release failed');
+          });
+        }
+        if (unrecorded.length > 0) await handBackUnrecorded(unrecorded);
       },
+      dropped: (jobs) => ledger.dropped(jobs.map(jobKey), new Error('deliveries sent from the stream were dropped')),
     });
+    // Jobs from the stream never started: written pending (any relay claims them), or their batch replays.
+    const handBackUnrecorded = async (jobs: readonly Job[]) => {
+      const keys = jobs.map(jobKey);
+      try {
+        const rows = { outboxIds: jobs.map((j) => j.outboxId), endpointIds: jobs.map((j) => j.endpointId) };
+        await pool.one(insertPending(rows, false));
+        ledger.recorded(keys);
+      } catch (err) {
+        log.error({ err }, 'writing unsent deliveries back failed; the slot replays them');
+        ledger.dropped(keys, new Error('writing unsent deliveries back failed'));
+      }
+    };
 
     let stream: { state: StreamState; problem?: string } = { state: 'starting' };
     let stopping = false;
@@ -160,10 +185,26 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       scheduler,
       onFannedOut: metrics.fannedOut,
       claiming: orphans.claiming,
+      live: { endpoints: endpointCache, ledger, persistAfterMs: config.persistAfterMs },
+      recording: (key) => writer.holds(key),
     });
     const confirmedLsn = async () => {
       const lsn = await pool.maybeOneFirst(slotConfirmedLsn(config.slotName));
       return lsn === null ? undefined : parseLsn(lsn);
+    };
+    const endpointsPub = endpointsPublication(config.publicationName);
+    // Before each session: the endpoint cache from the table, and from where rows may be sent from the stream.
+    const prepare = async () => {
+      const start = await pool.one(streamStart(config.slotName, endpointsPub));
+      if (!start.endpointsUsable) {
+        log.info(
+          { publication: endpointsPub },
+          'the slot is behind the endpoints publication: fanning out through the table',
+        );
+        return { liveAfter: undefined, endpointsPublication: undefined };
+      }
+      endpointCache.load(await pool.any(loadEndpoints()));
+      return { liveAfter: parseLsn(start.walLsn), endpointsPublication: endpointsPub };
     };
     const onState = (state: StreamState, problem?: string) => {
       stream = { state, ...(problem === undefined ? {} : { problem }) };
@@ -176,20 +217,44 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     const maxAttempts = config.retryScheduleMs.length + 1;
     const heldIds = () => [...scheduler.heldIds(), ...writer.pendingIds()];
     const onLeaseLost = (n: number) => metrics.leasesLost.inc(n);
+    const streamLoop: Loop = (signal) =>
+      runStream(
+        {
+          ...config,
+          databaseUrl,
+          maxQueuedBytes: streamBytes,
+          log,
+          fanOut,
+          confirmedLsn,
+          prepare,
+          onEndpoint: (change) => {
+            endpointCache.apply(change);
+            if (!('deleted' in change)) return;
+            // Deleted: nothing is recorded for its deliveries sent from the stream (none is kept for it), and
+            // none is sent again; they are resolved as they are.
+            const reason = new RelayError('LEASE_LOST', 'endpoint deleted');
+            ledger.recorded(scheduler.dropUnrecorded(change.deleted, reason).map(jobKey));
+          },
+          stopReading: () => stopping,
+          onState,
+          onDurable: metrics.durable,
+          onLag: metrics.lag,
+        },
+        signal,
+      );
     const work: Record<string, Loop> = {
       ...loops,
-      stream: (signal) =>
-        runStream(
+      persister: (signal) =>
+        runPersister(
           {
-            ...config,
-            databaseUrl,
-            maxQueuedBytes: streamBytes,
+            pool,
+            owner,
+            leaseMs: config.leaseMs,
+            persistAfterMs: config.persistAfterMs,
+            ledger,
+            scheduler,
             log,
-            fanOut,
-            confirmedLsn,
-            onState,
-            onDurable: metrics.durable,
-            onLag: metrics.lag,
+            claiming: orphans.claiming,
           },
           signal,
         ),
@@ -215,20 +280,24 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       onDeleted: metrics.retentionDeletedRows,
     };
     work.retention = (signal) => runRetention(retention, signal);
-    // Stop order: the stream (final status with the durable LSN) and claims first; in-flight work settles
-    // (finished, or handed back); outcomes are written; only then do leases stop being renewed.
+    // Stop order: the stream stops taking rows (onStopping) and claims stop; in-flight work settles (finished,
+    // or handed back); outcomes are written; then the stream sends its final status with everything resolved,
+    // and only then do leases stop being renewed.
     const stages: Stage[] = [
       { loops: work, after: async () => log.info(await scheduler.settle(config.shutdownGraceMs), 'scheduler settled') },
       {
         loops: {
           writer: (signal) =>
             writer.run(signal, (w) => {
+              ledger.recorded(w.outcomes.map(jobKey));
+              if (w.dropped.length > 0) ledger.dropped(w.dropped.map(jobKey), new Error('an outcome was refused'));
               scheduler.written(w.left);
               for (const endpointId of w.disabled) scheduler.park(endpointId);
               metrics.outcomesWritten(w, scheduler.held(), scheduler.heldBytes());
             }),
         },
       },
+      { loops: { stream: streamLoop } },
       {
         loops: {
           heartbeat: (signal) => runHeartbeat({ ...config, pool, owner, scheduler, heldIds, log, onLeaseLost }, signal),

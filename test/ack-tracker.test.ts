@@ -112,15 +112,70 @@ test('a batch that ends mid-transaction has no commit and does not advance the c
   expect(t.status(0, true)).toBe(200n);
 });
 
-test('rows of a transaction still arriving can be taken, without a commit to confirm', () => {
+test('rows of a transaction still arriving wait for its commit, until a whole batch of them is queued', () => {
   const t = tracker({ batchRows: 2 });
   t.received(begin, 0);
   t.received(insert('a'), 0);
-  const batch = take(t);
-  expect(ids(batch)).toEqual(['a']);
+  expect(t.take()).toBeUndefined(); // its commit is usually a moment away: the rows can then go out from the stream
+  t.received(insert('b'), 0);
+  const batch = take(t); // a big transaction: taken in batches, without a commit to confirm
+  expect(ids(batch)).toEqual(['a', 'b']);
   expect(batch.commitEndLsn).toBeUndefined();
+  expect(batch.live.to - batch.live.from).toBe(0); // none may be sent from the stream: its end is not in the batch
   t.done(batch, 0);
   expect(t.status(0, true)).toBe(100n);
+});
+
+test('a transaction behind a complete one waits for its commit; the complete one goes at once', () => {
+  const t = tracker({ batchRows: 10 });
+  transaction(t, ['a'], 200n);
+  t.received(begin, 0);
+  t.received(insert('b'), 0);
+  const first = take(t);
+  expect(ids(first)).toEqual(['a']);
+  t.done(first, 0);
+  expect(t.take()).toBeUndefined();
+  t.received(commit(300n), 0);
+  expect(ids(take(t))).toEqual(['b']);
+});
+
+test('rows written after the session started are live, from the first of them to the last commit in the batch', () => {
+  const t = tracker({ batchRows: 10, liveAfter: 150n });
+  t.received(begin, 0);
+  t.received({ tag: 'insert', event: event('old'), lsn: 120n }, 0);
+  t.received(commit(140n), 0);
+  t.received(begin, 0);
+  t.received({ tag: 'insert', event: event('new1'), lsn: 160n }, 0);
+  t.received({ tag: 'insert', event: event('new2'), lsn: 170n }, 0);
+  t.received(commit(180n), 0);
+  const batch = take(t);
+  expect(ids(batch)).toEqual(['old', 'new1', 'new2']);
+  expect(batch.live).toEqual({ from: 1, to: 3 });
+  expect(tracker({ batchRows: 10 }).take()).toBeUndefined();
+});
+
+test('several batches may be outstanding once dispatched; the slot is confirmed only past a prefix of resolved ones', () => {
+  const t = tracker({ batchRows: 1 });
+  transaction(t, ['a'], 200n);
+  transaction(t, ['b'], 300n);
+  transaction(t, ['c'], 400n);
+  const a = take(t);
+  expect(t.take()).toBeUndefined(); // still being dispatched
+  t.dispatched(a);
+  const b = take(t);
+  t.dispatched(b);
+  const c = take(t);
+  t.dispatched(c);
+  expect(t.outstanding()).toBe(3);
+  t.done(b, 0); // b resolved before a: nothing may be confirmed yet
+  expect(t.status(0, true)).toBe(100n);
+  t.done(a, 0);
+  expect(t.status(0, true)).toBe(300n); // a and b
+  t.keepalive(900n, false, 0);
+  expect(t.status(0, true)).toBe(300n); // c unresolved: not idle
+  t.done(c, 0);
+  expect(t.status(0, true)).toBe(900n);
+  expect(t.outstanding()).toBe(0);
 });
 
 test('only one batch is in flight at a time, and there is none to take when nothing is queued', () => {
@@ -148,7 +203,8 @@ test('a keepalive position is never confirmed while a transaction is open', () =
   expect(t.idle()).toBe(false);
   expect(t.status(0, true)).toBe(100n);
   t.received(insert('a'), 0);
-  const batch = take(t); // the open transaction's first row, taken and done: still mid-transaction
+  t.received(insert('b'), 0);
+  const batch = take(t); // the open transaction's first rows, taken and done: still mid-transaction
   t.done(batch, 0);
   expect(t.status(0, true)).toBe(100n);
 });

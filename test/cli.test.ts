@@ -48,10 +48,21 @@ test('migrate run three times at once leaves exactly one slot and one publicatio
     try {
       const slots = await c.query('SELECT slot_name, plugin FROM pg_replication_slots WHERE slot_name = $1', [slot]);
       expect(slots.rows).toEqual([{ slot_name: slot, plugin: 'pgoutput' }]);
-      const pubs = await c.query(`SELECT pubname, pubinsert, pubupdate, pubdelete FROM pg_publication`);
-      expect(pubs.rows).toEqual([{ pubname: 'outbox_relay', pubinsert: true, pubupdate: false, pubdelete: false }]);
-      const tables = await c.query(`SELECT schemaname, tablename FROM pg_publication_tables`);
-      expect(tables.rows).toEqual([{ schemaname: 'webhooks', tablename: 'outbox' }]);
+      const pubs = await c.query(
+        `SELECT pubname, pubinsert, pubupdate, pubdelete FROM pg_publication ORDER BY pubname`,
+      );
+      // Outbox inserts only (retention's deletes are never streamed); every change of an endpoint.
+      expect(pubs.rows).toEqual([
+        { pubname: 'outbox_relay', pubinsert: true, pubupdate: false, pubdelete: false },
+        { pubname: 'outbox_relay_endpoints', pubinsert: true, pubupdate: true, pubdelete: true },
+      ]);
+      const tables = await c.query(`SELECT pubname, tablename FROM pg_publication_tables ORDER BY pubname`);
+      expect(tables.rows).toEqual([
+        { pubname: 'outbox_relay', tablename: 'outbox' },
+        { pubname: 'outbox_relay_endpoints', tablename: 'endpoints' },
+      ]);
+      const recorded = await c.query(`SELECT pubname FROM webhooks.relay_publications`);
+      expect(recorded.rows).toEqual([{ pubname: 'outbox_relay_endpoints' }]);
       const versions = await c.query('SELECT version FROM webhooks.schema_migrations');
       const files = (await readdir(new URL('../sql/', import.meta.url))).filter((f) => /^\d{3}_.*\.sql$/.test(f));
       expect(versions.rowCount).toBe(files.length); // each migration applied once

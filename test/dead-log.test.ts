@@ -46,6 +46,7 @@ const job: Job = {
 };
 const outcome = (status: Outcome['status'], error: string | null): Outcome => ({
   deliveryId: job.deliveryId,
+  outboxId: job.outboxId,
   endpointId: job.endpointId,
   attempt: 1,
   refund: false,

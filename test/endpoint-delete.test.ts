@@ -64,11 +64,12 @@ test('deleting an endpoint keeps its deliveries: open ones end dead "endpoint de
   const kept = await addEndpoint(db, `${receiver.url}/kept`, { eventTypes: ['to.kept'] });
   let goneRequests = 0;
   receiver.reply((r) => (r.path === '/hooks/gone' && ++goneRequests === 2 ? 'hang' : { status: 204 }));
-  await startRelay({ RETRY_SCHEDULE: '200ms,200ms,200ms' });
+  await startRelay({ RETRY_SCHEDULE: '200ms,200ms,200ms', PERSIST_AFTER: '200ms' });
   const [delivered] = await insertEvents(db, [{ type: 'to.gone', payload: '{"n":1}' }]);
   await until(async () => (await countWhere(db, 'delivered')) === 1, { what: 'the first delivered' });
   const [inFlight] = await insertEvents(db, [{ type: 'to.gone', payload: '{"n":2}' }]);
   await until(() => goneRequests === 2, { what: 'the second request, hanging' });
+  await until(async () => (await countWhere(db, 'delivering')) === 1, { what: 'the hanging request leased' });
   const retrying = await seed(db, gone.id, 'pending', 'HTTP 500'); // a retry due in an hour
 
   expect(await deleteEndpoint(db, gone.id)).toBe(1);

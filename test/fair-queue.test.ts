@@ -23,7 +23,7 @@ const job = (deliveryId: string, endpointId: string, extra: Partial<Job> = {}): 
 function next(q: FairQueue, nowMs = 0): string | undefined {
   const taken = q.take(nowMs);
   if (taken === undefined) return undefined;
-  if ('job' in taken) return taken.job.deliveryId;
+  if ('job' in taken) return taken.job.deliveryId ?? undefined;
   return `throttled:${taken.throttled}@${taken.untilMs}`;
 }
 
@@ -130,12 +130,12 @@ test('an endpoint whose rate limit is lifted is no longer throttled', () => {
 test('remove takes one queued job out, forgets it and keeps the count right', () => {
   const q = createFairQueue(10);
   for (const j of [job('a1', 'A'), job('a2', 'A'), job('b1', 'B')]) q.push(j);
-  expect(q.remove('a2')?.deliveryId).toBe('a2');
-  expect(q.remove('a2')).toBeUndefined();
-  expect(q.remove('nope')).toBeUndefined();
+  expect(q.remove((j) => j.deliveryId === 'a2')?.deliveryId).toBe('a2');
+  expect(q.remove((j) => j.deliveryId === 'a2')).toBeUndefined();
+  expect(q.remove((j) => j.deliveryId === 'nope')).toBeUndefined();
   expect(q.queued()).toBe(2);
-  expect(q.queuedIds()).toEqual(['a1', 'b1']);
-  expect(q.remove('b1')?.deliveryId).toBe('b1'); // B's only job: B leaves the round-robin
+  expect(q.queuedJobs().map((j) => j.deliveryId)).toEqual(['a1', 'b1']);
+  expect(q.remove((j) => j.deliveryId === 'b1')?.deliveryId).toBe('b1'); // B's only job: B leaves the round-robin
   expect(q.queued()).toBe(1);
   expect(drain(q)).toEqual(['a1']);
   expect(q.queued()).toBe(0);
@@ -145,7 +145,7 @@ test('remove does not touch a job already started', () => {
   const q = createFairQueue(10);
   q.push(job('a1', 'A'));
   expect(next(q)).toBe('a1');
-  expect(q.remove('a1')).toBeUndefined();
+  expect(q.remove((j) => j.deliveryId === 'a1')).toBeUndefined();
   expect(q.active('A')).toBe(1);
 });
 
@@ -156,7 +156,7 @@ test("removeEndpoint returns the endpoint's queued jobs and forgets them", () =>
   expect(q.removeEndpoint('A')).toEqual([]);
   expect(q.removeEndpoint('unknown')).toEqual([]);
   expect(q.queued()).toBe(1);
-  expect(q.queuedIds()).toEqual(['b1']);
+  expect(q.queuedJobs().map((j) => j.deliveryId)).toEqual(['b1']);
   expect(drain(q)).toEqual(['b1']);
 });
 
@@ -175,19 +175,19 @@ test('removeAll returns every queued job, leaves nothing queued and forgets thro
       .sort(),
   ).toEqual(['a2', 'b2']);
   expect(q.queued()).toBe(0);
-  expect(q.queuedIds()).toEqual([]);
+  expect(q.queuedJobs().map((j) => j.deliveryId)).toEqual([]);
   expect(next(q, 0)).toBeUndefined();
   // The caller cleared the throttle timer: A must not wait for an unthrottle that never comes.
   q.push(job('a3', 'A', { ratePerSecond: 1 }));
   expect(next(q, 1_000)).toBe('a3');
 });
 
-test('queuedIds lists every job not yet started, per endpoint in queue order', () => {
+test('queuedJobs lists every job not yet started, per endpoint in queue order', () => {
   const q = createFairQueue(10);
   for (const j of [job('a1', 'A'), job('b1', 'B'), job('a2', 'A')]) q.push(j);
-  expect(q.queuedIds()).toEqual(['a1', 'a2', 'b1']);
+  expect(q.queuedJobs().map((j) => j.deliveryId)).toEqual(['a1', 'a2', 'b1']);
   expect(next(q)).toBe('a1');
-  expect(q.queuedIds()).toEqual(['a2', 'b1']);
+  expect(q.queuedJobs().map((j) => j.deliveryId)).toEqual(['a2', 'b1']);
   expect(q.queued()).toBe(2);
 });
 

@@ -63,10 +63,11 @@ withLink(
   'a fan-out whose result is lost after it committed strands nothing: the delivery goes out at once, not after LEASE',
   async ({ db, receiver, link: { proxy, url }, startRelay }) => {
     await addEndpoint(db, receiver.url);
-    await startRelay({ DATABASE_URL: url, LEASE: '30s' });
     // The answer names the endpoint's URL only when the statement inserted its delivery.
     const lost = proxy.loseResultOf('INSERT INTO webhooks.deliveries', receiver.url);
+    // Committed before the relay starts: its stream replays it through the table (fan-out inserts it claimed).
     const [id] = await insertEvents(db, [{ type: 'lost.fanout', payload: '{"n":1}' }]);
+    await startRelay({ DATABASE_URL: url, LEASE: '30s' });
     await lost;
     const lostAt = Date.now();
     await until(() => receiver.requests.length > 0, { timeoutMs: 10_000, what: 'the delivery fan-out lost' });

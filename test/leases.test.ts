@@ -28,12 +28,21 @@ test('a relay frozen (SIGSTOP) past its lease: a peer reclaims; resumed, its lat
 }) => {
   await addEndpoint(db, receiver.url);
   receiver.reply((_req, i) => (i === 0 ? 'hang' : { status: 204 }));
-  const env = { LEASE: '3s', HEARTBEAT_INTERVAL: '500ms', REQUEST_TIMEOUT: '1500ms', SWEEP_INTERVAL: '200ms' };
+  const env = {
+    LEASE: '3s',
+    HEARTBEAT_INTERVAL: '500ms',
+    REQUEST_TIMEOUT: '1500ms',
+    SWEEP_INTERVAL: '200ms',
+    PERSIST_AFTER: '200ms',
+  };
   const frozen = spawnRelay(relayEnv(db, env));
   await untilReady(frozen);
   await startRelay(env, 'standby');
   const [id] = await insertEvents(db, [{ type: 'x', payload: '{}' }]);
   await until(() => receiver.requests.length === 1, { what: 'the first request in flight' });
+  // Sent from the stream, it has a row (leased) once it outlasts PERSIST_AFTER. Frozen before that, the slot
+  // would hold it: a peer takes the slot once the server drops the frozen stream (wal_sender_timeout).
+  await until(async () => (await rows(db))[0]?.status === 'delivering', { what: 'the slow delivery persisted' });
   frozen.kill('SIGSTOP');
   // The lease runs out on the database clock; the peer's sweep reclaims and delivers.
   await until(async () => (await rows(db))[0]?.status === 'delivered', { what: 'peer delivered', timeoutMs: 15_000 });
@@ -133,7 +142,9 @@ test('SIGTERM with 20 requests in flight: they finish, unstarted leases are rele
   );
   await until(() => receiver.requests.length === 20, { what: '20 in flight' });
   // Every event fanned out first: one not yet streamed when SIGTERM lands stays in the slot for the next run.
-  await until(async () => (await rows(db)).length === 40, { what: '40 deliveries' });
+  await until(async () => (await scrape(portOf(relay), 'outbox_relay_events_fanned_out_total')) === 40, {
+    what: '40 events fanned out',
+  });
   const sentAt = performance.now();
   relay.kill('SIGTERM');
   const { code } = await relay.exited;

@@ -24,6 +24,7 @@ async function claimed(db: TestDb, endpointId: string, n: number): Promise<reado
 
 const delivered = (deliveryId: string, endpointId: string): Outcome => ({
   deliveryId,
+  outboxId: '0', // not read when the row exists
   endpointId,
   attempt: 1,
   refund: false,

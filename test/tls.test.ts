@@ -262,7 +262,7 @@ describe('DATABASE_URL TLS parameters', () => {
         fanoutBatch: 100,
         maxQueuedBytes: 16 * 2 ** 20,
         log,
-        fanOut: async () => {},
+        fanOut: () => Promise.resolve({ resolved: Promise.resolve() }),
         confirmedLsn: () => Promise.resolve(undefined),
         onStreaming: () => (streamed = true),
       },

@@ -61,6 +61,11 @@ const RUN_NEEDS: readonly TableNeed[] = [
     why: 'fan-out inserts, claims, leases, outcomes and the sweep update, retention deletes',
   },
   {
+    table: 'relay_publications',
+    privileges: ['SELECT'],
+    why: 'a stream session checks the slot has passed the endpoints publication before naming it',
+  },
+  {
     table: 'delivery_attempts',
     privileges: ['SELECT', 'INSERT'],
     why: 'outcome writes log failed attempts; status reads them',

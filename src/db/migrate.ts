@@ -51,6 +51,9 @@ async function applyMigrations(session: Session, databaseUrl: string, log: Logge
   await session.query(sql.unsafe`
     CREATE TABLE IF NOT EXISTS webhooks.relay_slots (
       slot_name text PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())`);
+  await session.query(sql.unsafe`
+    CREATE TABLE IF NOT EXISTS webhooks.relay_publications (
+      pubname text PRIMARY KEY, created_lsn pg_lsn NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`);
   const done = new Set(
     await session.anyFirst(sql.type(z.object({ version: z.number() }))`SELECT version FROM webhooks.schema_migrations`),
   );
@@ -108,17 +111,43 @@ export async function requireSchema(pool: DatabasePool): Promise<void> {
   }
 }
 
-/** Publishes inserts on webhooks.outbox only; repairs a publication that drifted. */
+/**
+ * Publishes inserts on webhooks.outbox, and every change of webhooks.endpoints in a second publication
+ * (`endpointsPublication`), so the relay that streams the slot sees endpoint definitions in commit order with
+ * the events and can send without asking the table first. Two publications because `publish` is per
+ * publication: the outbox's retention deletes must not be streamed. Repairs publications that drifted.
+ *
+ * Postgres 17 refuses to decode a change older than a publication the session names, so the endpoints
+ * publication's creation position is recorded: a slot still behind it streams without it (and every event goes
+ * through the table, as before it existed).
+ */
 async function ensurePublication(session: Session, name: string): Promise<boolean> {
   const ident = sql.identifier([name]);
   const exists = await session.exists(sql.unsafe`SELECT 1 FROM pg_publication WHERE pubname = ${name}`);
   if (!exists) {
     await session.query(sql.unsafe`CREATE PUBLICATION ${ident} FOR TABLE webhooks.outbox WITH (publish = 'insert')`);
-    return true;
+  } else {
+    await session.query(sql.unsafe`ALTER PUBLICATION ${ident} SET TABLE webhooks.outbox`);
+    await session.query(sql.unsafe`ALTER PUBLICATION ${ident} SET (publish = 'insert')`);
   }
-  await session.query(sql.unsafe`ALTER PUBLICATION ${ident} SET TABLE webhooks.outbox`);
-  await session.query(sql.unsafe`ALTER PUBLICATION ${ident} SET (publish = 'insert')`);
-  return false;
+  const endpoints = endpointsPublication(name);
+  const endpointsIdent = sql.identifier([endpoints]);
+  if (!(await session.exists(sql.unsafe`SELECT 1 FROM pg_publication WHERE pubname = ${endpoints}`))) {
+    await session.query(sql.unsafe`CREATE PUBLICATION ${endpointsIdent} FOR TABLE webhooks.endpoints
+      WITH (publish = 'insert, update, delete')`);
+    await session.query(sql.unsafe`
+      INSERT INTO webhooks.relay_publications (pubname, created_lsn) VALUES (${endpoints}, pg_current_wal_lsn())
+      ON CONFLICT (pubname) DO UPDATE SET created_lsn = EXCLUDED.created_lsn, created_at = now()`);
+  } else {
+    await session.query(sql.unsafe`ALTER PUBLICATION ${endpointsIdent} SET TABLE webhooks.endpoints`);
+    await session.query(sql.unsafe`ALTER PUBLICATION ${endpointsIdent} SET (publish = 'insert, update, delete')`);
+  }
+  return !exists;
+}
+
+/** The publication of endpoint changes that goes with the outbox publication `name`. */
+export function endpointsPublication(name: string): string {
+  return `${name.slice(0, 53)}_endpoints`;
 }
 
 /**

@@ -51,3 +51,20 @@ export function slotLost(slotName: string, how: 'missing' | 'invalidated', optio
     options,
   );
 }
+
+/**
+ * What a stream session needs to know before it starts: the server's WAL position now (rows written after it
+ * were never seen by an earlier session, so they may be sent from the stream), and whether the endpoints
+ * publication may be named (it was created at or before the slot's confirmed position: Postgres 17 refuses to
+ * decode a change older than a publication the session names). A missing relay_publications table (a schema
+ * migrated by an older relay) reads as not usable.
+ */
+export const streamStart = (slotName: string, endpointsPublication: string) => sql.type(
+  z.object({ walLsn: z.string(), endpointsUsable: z.boolean() }),
+)`
+  SELECT pg_current_wal_lsn()::text AS "walLsn",
+         coalesce((SELECT p.created_lsn <= s.confirmed_flush_lsn
+                   FROM webhooks.relay_publications p, pg_replication_slots s
+                   WHERE p.pubname = ${endpointsPublication} AND s.slot_name = ${slotName}
+                     AND EXISTS (SELECT 1 FROM pg_publication WHERE pubname = ${endpointsPublication})), false)
+           AS "endpointsUsable"`;

@@ -14,6 +14,7 @@ export type RetryPolicy = { scheduleMs: readonly number[]; jitter: number; rando
 export function toOutcome(job: Job, attempt: Exclude<Attempt, { kind: 'lease-lost' }>, policy: RetryPolicy): Outcome {
   const base = {
     deliveryId: job.deliveryId,
+    outboxId: job.outboxId,
     endpointId: job.endpointId,
     attempt: job.attempt,
     refund: false,

@@ -1,8 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
-import type { Job, OutboxEvent } from '../domain.ts';
+import { jobKey, type Job, type OutboxEvent } from '../domain.ts';
+import type { EndpointCache } from '../endpoints/cache.ts';
 import type { Quotas } from '../scheduler/capacity.ts';
+import type { Ledger } from './ledger.ts';
+import { fanOutLive } from './live.ts';
 import { fanOutBatch, type FannedOutRow } from './queries.ts';
 
 export type FanOutDeps = {
@@ -24,7 +27,13 @@ export type FanOutDeps = {
     quotas(): Quotas;
     /** Rows were left pending: let the claim loop look now rather than at its next tick. */
     wakeClaimer(): void;
+    /** A delivery already held from the stream now has a row claimed for this relay (a replay met it). */
+    adopt(key: string, deliveryId: string): boolean;
   };
+  /** Whether the outcome of a delivery (jobKey) waits to be written: a replay must not send it again. */
+  recording?: (key: string) => boolean;
+  /** Sending from the stream (rows in a batch's `live` range): the endpoint cache and the ledger of what is unrecorded. */
+  live?: { endpoints: EndpointCache; ledger: Ledger; persistAfterMs: number };
   onFannedOut?: (events: number, deliveries: number) => void;
   /**
    * Runs each statement that inserts rows claimed by `owner`, together with taking them into memory, so rows
@@ -53,7 +62,35 @@ const VISIBILITY_WAIT_MS = 2_000;
  * Bounded, so a scheduler that is not draining (a hung endpoint holding every place) delays each batch by at
  * most `roomWaitMs`; the WAL is the queue meanwhile.
  */
-export function createFanOut(deps: FanOutDeps): (events: OutboxEvent[]) => Promise<void> {
+export function createFanOut(
+  deps: FanOutDeps,
+): (events: OutboxEvent[], live?: { from: number; to: number }) => Promise<{ resolved: Promise<void> }> {
+  const table = createTableFanOut(deps);
+  return async (events, live = { from: events.length, to: events.length }) => {
+    if (deps.live === undefined || live.from >= live.to) {
+      await table(events);
+      return { resolved: Promise.resolve() };
+    }
+    // Rows before the live range were written before this session started (a replay: the table knows what is
+    // done); rows after it belong to a transaction whose end is in a later batch. Both go through the table.
+    if (live.from > 0) await table(events.slice(0, live.from));
+    const { resolved } = await fanOutLive(
+      {
+        ...deps,
+        endpoints: deps.live.endpoints,
+        ledger: deps.live.ledger,
+        roomWaitMs: deps.live.persistAfterMs,
+        aboutEndpoint,
+      },
+      events.slice(live.from, live.to),
+    );
+    if (live.to < events.length) await table(events.slice(live.to));
+    return { resolved };
+  };
+}
+
+/** Fan-out through the table: one idempotent INSERT per chunk, committed before it resolves. */
+function createTableFanOut(deps: FanOutDeps): (events: OutboxEvent[]) => Promise<void> {
   let perEvent = 1; // deliveries per event lately (a moving average): the room a chunk of events needs
   return async (events) => {
     if (deps.roomWaitMs === 0) {
@@ -130,6 +167,10 @@ function runBatch(
       jobs = insertedRows.flatMap(({ claimed, visible: _visible, ...row }) => {
         const event = byId.get(row.outboxId);
         if (!claimed || event === undefined) return [];
+        // A replay of rows an earlier session sent from the stream, still in flight: that job keeps going, now
+        // with this row's lease, and its outcome updates the row. No second send.
+        // Answered already, its outcome not yet written: that write (an upsert) takes this row over.
+        if (deps.scheduler.adopt(jobKey(row), row.deliveryId) || deps.recording?.(jobKey(row))) return [];
         return [
           { ...row, attempt: 1, eventType: event.eventType, payload: event.payload, createdAtMs: event.createdAtMs },
         ];

@@ -80,3 +80,48 @@ export const fanOutBatch = (
          i.status = 'delivering' AS claimed, ${endpointColumns}
   FROM visible v
   LEFT JOIN (inserted i JOIN webhooks.endpoints ep ON ep.id = i.endpoint_id) ON true`;
+
+/**
+ * Inserts deliveries from the stream that are not sent from memory (over their endpoint's fair share, no room,
+ * or a disabled endpoint's, parked) as pending rows for the claim loop, this relay's or a standby's. Idempotent.
+ * As with `fanOutBatch`, nothing is inserted unless every event is visible to this session when
+ * `requireVisible` (the delivery trigger must see an endpoint created in the event's own transaction).
+ */
+export const insertPending = (
+  rows: { outboxIds: readonly string[]; endpointIds: readonly string[] },
+  requireVisible: boolean,
+) => sql.type(z.object({ missing: z.number(), inserted: z.number() }))`
+  WITH visible AS (
+    SELECT count(DISTINCT id)::int AS n FROM webhooks.outbox
+    WHERE id = ANY (${sql.array(rows.outboxIds, 'int8')})
+  ), wanted AS (
+    SELECT * FROM unnest(${sql.array(rows.outboxIds, 'int8')}, ${sql.array(rows.endpointIds, 'uuid')})
+      AS w(outbox_id, endpoint_id)
+  ), inserted AS (
+    INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, status, attempts, next_attempt_at)
+    SELECT w.outbox_id, w.endpoint_id, 'pending', 0, ${firstAttemptAt}
+    FROM wanted w JOIN webhooks.endpoints ep ON ep.id = w.endpoint_id
+    WHERE NOT ${requireVisible}
+       OR (SELECT n FROM visible) = (SELECT count(DISTINCT outbox_id) FROM wanted)
+    ON CONFLICT (outbox_id, endpoint_id) DO NOTHING
+    RETURNING 1
+  )
+  SELECT (SELECT count(DISTINCT outbox_id)::int FROM wanted) - (SELECT n FROM visible) AS missing,
+         (SELECT count(*)::int FROM inserted) AS inserted`;
+
+/**
+ * Writes rows for deliveries sent from the stream that are still unanswered after PERSIST_AFTER, claimed by
+ * `owner` (leased on the database clock, one attempt counted): the slot can then be confirmed past their events,
+ * and if this relay dies the sweep redoes them. A row that exists already is left alone (not returned).
+ */
+export const insertClaimed = (
+  rows: { outboxIds: readonly string[]; endpointIds: readonly string[] },
+  owner: string,
+  leaseMs: number,
+) => sql.type(z.object({ id: z.string(), outboxId: z.string(), endpointId: z.string() }))`
+  INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, status, attempts, lease_owner, lease_until, next_attempt_at)
+  SELECT w.outbox_id, w.endpoint_id, 'delivering', 1, ${owner}, now() + ${leaseMs}::int * interval '1 millisecond',
+         now()
+  FROM unnest(${sql.array(rows.outboxIds, 'int8')}, ${sql.array(rows.endpointIds, 'uuid')}) AS w(outbox_id, endpoint_id)
+  ON CONFLICT (outbox_id, endpoint_id) DO NOTHING
+  RETURNING id::text, outbox_id::text AS "outboxId", endpoint_id::text AS "endpointId"`;

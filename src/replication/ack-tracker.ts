@@ -3,10 +3,24 @@ import { maxLsn, type Lsn } from './lsn.ts';
 
 /** What one replication session decodes, in WAL order. */
 export type StreamMessage =
-  { tag: 'begin' } | { tag: 'insert'; event: OutboxEvent } | { tag: 'commit'; endLsn: Lsn; timeMs: number };
+  | { tag: 'begin' }
+  /** `lsn`: the row's own WAL position (0n when unknown: never live). */
+  | { tag: 'insert'; event: OutboxEvent; lsn?: Lsn }
+  | { tag: 'commit'; endLsn: Lsn; timeMs: number };
 
-/** Rows to fan out together, and the last commit they complete (undefined: the batch ends mid-transaction). */
-export type Batch = { events: OutboxEvent[]; commitEndLsn: Lsn | undefined; commitTimeMs: number | undefined };
+/**
+ * Rows to fan out together, and the last commit they complete (undefined: the batch ends mid-transaction).
+ * `live`: the range `[from, to)` of `events` that may be sent straight from the stream: written after the
+ * session started (never seen by an earlier session, so nothing of theirs is recorded yet) and whose
+ * transaction's commit is in this batch (every change it made, endpoints included, has been received). The rest
+ * go through the table (idempotent fan-out).
+ */
+export type Batch = {
+  events: OutboxEvent[];
+  commitEndLsn: Lsn | undefined;
+  commitTimeMs: number | undefined;
+  live: { from: number; to: number };
+};
 
 export type AckTrackerOptions = {
   /** Most rows fanned out in one batch; the socket pauses at 4× this many rows queued and resumes at 1×. */
@@ -25,28 +39,34 @@ export type AckTrackerOptions = {
   startedAt: Lsn;
   /** Monotonic ms when the session started. */
   nowMs: number;
+  /** Rows written after this WAL position may be sent from the stream (undefined: none, all go through the table). */
+  liveAfter?: Lsn;
 };
 
-type Entry = { event: OutboxEvent } | { commitEndLsn: Lsn; commitTimeMs: number };
+type Entry = { event: OutboxEvent; lsn: Lsn } | { commitEndLsn: Lsn; commitTimeMs: number };
 
 /**
  * The decisions of one replication session, without I/O or timers: which LSN may be confirmed, when a status
  * must go out, when to pause and resume reading. The session feeds it what the socket delivers and what the
  * fan-out finished, with the time; it answers what to do.
  *
- * The invariant: the confirmed position never passes a commit whose rows are not fanned out and committed.
- * A keepalive's position (past everything received) is confirmed only while nothing received is unprocessed,
+ * The invariant: the confirmed position never passes a commit whose rows are not resolved: fanned out and
+ * committed, and every delivery sent from the stream delivered and recorded or durably recorded for retry.
+ * A keepalive's position (past everything received) is confirmed only while nothing received is unresolved,
  * which is also what Postgres's fast shutdown waits for (it needs exactly the position it sent).
  *
- *   received ─► queued ─► taken (one batch at a time) ─► done: durable = its last commit end
- *                                                     └─► failed: the session ends; the slot replays it
+ *   received ─► queued ─► taken (one at a time) ─► dispatched (several may be outstanding) ─► done
+ *                                                                                    └─► failed: the session
+ *   durable = the last commit end of the longest run of done batches, in the order taken.    ends; the slot
+ *                                                                                             replays it
  */
 export function createAckTracker(o: AckTrackerOptions) {
   const queue: Entry[] = [];
   let queuedRows = 0;
   let heldBytes = 0; // payloads queued or in the batch being fanned out
   let inTransaction = false;
-  let busy = false; // a batch is being fanned out
+  let busy = false; // a batch is being dispatched
+  const outstanding: { batch: Batch; done: boolean; dispatched: boolean }[] = []; // taken, not yet durable, in order
   let paused = false;
   let durable: Lsn = o.startedAt; // everything before this position is fanned out and committed
   let lastKeepalive: Lsn = 0n;
@@ -58,7 +78,25 @@ export function createAckTracker(o: AckTrackerOptions) {
   const lowWater = o.batchRows;
 
   /** Everything received is processed: the last keepalive position is then safe to confirm too. */
-  const idle = () => queue.length === 0 && !inTransaction && !busy;
+  const idle = () => queue.length === 0 && !inTransaction && !busy && outstanding.length === 0;
+
+  const entryOf = (batch: Batch) => {
+    const entry = outstanding.find((o) => o.batch === batch);
+    if (entry === undefined) throw new Error('a batch this tracker did not hand out');
+    return entry;
+  };
+
+  /** The batch left the stream's hands: its bytes are the scheduler's now, and the next batch may be taken. */
+  const dispatched = (batch: Batch): boolean => {
+    const entry = entryOf(batch);
+    if (entry.dispatched) return false;
+    entry.dispatched = true;
+    busy = false;
+    for (const event of batch.events) heldBytes -= event.payload.length;
+    const resume = paused && queuedRows <= lowWater && heldBytes <= o.maxBytes / 2;
+    if (resume) paused = false;
+    return resume;
+  };
 
   return {
     idle,
@@ -70,7 +108,7 @@ export function createAckTracker(o: AckTrackerOptions) {
         return false;
       }
       if (msg.tag === 'insert') {
-        queue.push({ event: msg.event });
+        queue.push({ event: msg.event, lsn: msg.lsn ?? 0n });
         queuedRows++;
         heldBytes += msg.event.payload.length;
       } else {
@@ -98,44 +136,64 @@ export function createAckTracker(o: AckTrackerOptions) {
       let commitTimeMs: number | undefined;
       let taken = 0;
       let bytes = 0;
-      for (const entry of queue) {
+      let liveFrom: number | undefined; // the first row written after the session started
+      let committed = 0; // rows before the batch's last commit marker
+      // The rows of a transaction whose commit has not arrived yet wait for it (it is usually a moment away), so
+      // they can go out from the stream; unless there are a batch of them or reading paused (a big transaction).
+      let limit = queue.length;
+      if (inTransaction && !paused) {
+        let lastCommit = queue.length - 1;
+        while (lastCommit >= 0 && 'event' in queue[lastCommit]!) lastCommit--;
+        if (queue.length - 1 - lastCommit < o.batchRows) limit = lastCommit + 1;
+      }
+      if (limit === 0) return undefined;
+      for (const entry of limit === queue.length ? queue : queue.slice(0, limit)) {
         if ('event' in entry) {
           if (
             events.length === o.batchRows ||
             (events.length > 0 && bytes + entry.event.payload.length > o.maxBytes / 2)
           )
             break;
+          if (liveFrom === undefined && o.liveAfter !== undefined && entry.lsn > o.liveAfter) liveFrom = events.length;
           events.push(entry.event);
           bytes += entry.event.payload.length;
         } else {
           commitEndLsn = entry.commitEndLsn;
           commitTimeMs = entry.commitTimeMs;
+          committed = events.length;
         }
         taken++;
       }
       queue.splice(0, taken);
       queuedRows -= events.length;
       busy = true;
-      return { events, commitEndLsn, commitTimeMs };
+      const from = Math.min(liveFrom ?? events.length, committed);
+      const batch = { events, commitEndLsn, commitTimeMs, live: { from, to: Math.max(from, committed) } };
+      outstanding.push({ batch, done: false, dispatched: false });
+      return batch;
     },
+    dispatched,
     /**
-     * The batch's fan-out committed: its commit is now durable. Returns whether reading may resume (it paused
-     * and the queue fell to low water) and the replication lag to report (0 when caught up).
+     * Every row of the batch is resolved (fanned out and committed; its deliveries sent from the stream recorded).
+     * Its commit becomes durable once every batch taken before it is done too. Implies `dispatched`. Returns
+     * whether reading may resume (it paused and the queue fell to low water) and the replication lag to report
+     * (0 when caught up).
      */
     done(batch: Batch, wallNowMs: number): { resume: boolean; lagSeconds: number | undefined } {
-      busy = false;
-      for (const event of batch.events) heldBytes -= event.payload.length;
-      if (batch.commitEndLsn !== undefined) durable = maxLsn(durable, batch.commitEndLsn); // ack only after fan-out commits
-      const resume = paused && queuedRows <= lowWater && heldBytes <= o.maxBytes / 2;
-      if (resume) paused = false;
+      const resume = dispatched(batch);
+      entryOf(batch).done = true;
+      let lastTimeMs: number | undefined;
+      while (outstanding[0]?.done === true) {
+        const { batch: head } = outstanding.shift()!;
+        if (head.commitEndLsn !== undefined) durable = maxLsn(durable, head.commitEndLsn); // ack only once resolved
+        if (head.commitTimeMs !== undefined) lastTimeMs = head.commitTimeMs;
+      }
       const lagSeconds =
-        batch.commitTimeMs === undefined
-          ? undefined
-          : idle()
-            ? 0
-            : Math.max(0, (wallNowMs - batch.commitTimeMs) / 1000);
+        lastTimeMs === undefined ? undefined : idle() ? 0 : Math.max(0, (wallNowMs - lastTimeMs) / 1000);
       return { resume, lagSeconds };
     },
+    /** Batches taken and not yet resolved. */
+    outstanding: (): number => outstanding.length,
     /**
      * The LSN to send in a standby status now, or undefined when none is due. A status is due when forced (the
      * caller's shutdown), when the server asked for a reply, on the session's first progress (a restarted relay

@@ -26,6 +26,11 @@ export async function runStream(deps: StreamDeps, signal: AbortSignal): Promise<
     deps.onState(next, problem);
   };
   while (!signal.aborted) {
+    if (deps.stopReading?.() === true) {
+      // Stopping: no new session (it would read rows again); the final status went out with the last one.
+      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      break;
+    }
     let waitMs: number;
     try {
       await runWalSession(

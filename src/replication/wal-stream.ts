@@ -10,7 +10,8 @@ import type { OutboxEvent } from '../domain.ts';
 import { coerceError, isRelayError, RelayError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { createWake } from '../util/wake.ts';
-import { createAckTracker, type StreamMessage } from './ack-tracker.ts';
+import type { EndpointChange } from '../endpoints/cache.ts';
+import { createAckTracker, type Batch, type StreamMessage } from './ack-tracker.ts';
 import { formatLsn, parseLsn, type Lsn } from './lsn.ts';
 
 /**
@@ -29,8 +30,21 @@ export type WalSessionOptions = WalSessionSettings & {
   /** Payload bytes of rows received and not yet fanned out (a quarter of PAYLOAD_BUDGET). */
   maxQueuedBytes: number;
   log: Logger;
-  /** Fans a batch out and resolves only once that work has committed. */
-  fanOut: (events: OutboxEvent[]) => Promise<void>;
+  /**
+   * Fans a batch out. Resolves once the batch is handed over (rows inserted, deliveries scheduled); `resolved`
+   * settles once every row is resolved: its fan-out committed and each delivery sent from the stream recorded
+   * (delivered, or durably recorded for retry). `live`: the rows that may be sent from the stream.
+   */
+  fanOut: (events: OutboxEvent[], live: { from: number; to: number }) => Promise<{ resolved: Promise<void> }>;
+  /**
+   * Called before each session streams: loads the endpoint cache and says from which WAL position rows may be
+   * sent from the stream (undefined: none; the endpoints publication is not streamed then).
+   */
+  prepare?: () => Promise<{ liveAfter: Lsn | undefined; endpointsPublication: string | undefined }>;
+  /** An endpoint changed (insert or update; `undefined` columns did not change) or was deleted, in commit order. */
+  onEndpoint?: (change: EndpointChange) => void;
+  /** Once true, the session stops taking new batches (shutdown: what is dispatched resolves, then the final status). */
+  stopReading?: () => boolean;
   /** The slot's confirmed position, read before streaming: statuses can then go out before the first commit. */
   confirmedLsn: () => Promise<Lsn | undefined>;
   onStreaming: () => void;
@@ -65,7 +79,6 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
     },
     { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
   );
-  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [o.publicationName] });
 
   let failure: unknown;
   const stop = new AbortController();
@@ -87,7 +100,12 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   // Without a known position no status could be sent until the first commit is fanned out; a first transaction
   // that takes longer than wal_sender_timeout would then end every session the same way.
   const startedAt = (await o.confirmedLsn().catch(() => undefined)) ?? 0n;
+  const prepared = o.prepare === undefined ? undefined : await o.prepare();
+  const publicationNames = [o.publicationName];
+  if (prepared?.endpointsPublication !== undefined) publicationNames.push(prepared.endpointsPublication);
+  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames });
   const tracker = createAckTracker({
+    liveAfter: prepared?.liveAfter,
     batchRows: o.fanoutBatch,
     maxBytes: o.maxQueuedBytes,
     statusIntervalMs: o.statusIntervalMs,
@@ -112,11 +130,16 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
 
   service.on('error', (err) => end(err));
   service.on('start', () => o.onStreaming());
+  // The server asked for our position and we could not give it all (deliveries sent from the stream are not
+  // recorded yet) since this time. A fast shutdown waits for exactly its position: after OWED_MS the session
+  // ends, so Postgres can stop; the next session replays through the table what was not confirmed.
+  let owedSince: number | undefined;
   service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
     tracker.keepalive(parseLsn(lsn), shouldRespond, performance.now());
+    if (shouldRespond && !tracker.idle()) owedSince ??= performance.now();
     if (shouldRespond) sendStatus();
   });
-  service.on('data', (_lsn: string, msg: Pgoutput.Message) => {
+  service.on('data', (lsn: string, msg: Pgoutput.Message) => {
     switch (msg.tag) {
       case 'relation':
         if (isOutbox(msg)) keepColumnsAsText(msg);
@@ -124,8 +147,17 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
       case 'begin':
         return receive({ tag: 'begin' });
       case 'insert':
-        if (isOutbox(msg.relation)) receive({ tag: 'insert', event: toEvent(msg.new) });
+        if (isOutbox(msg.relation)) receive({ tag: 'insert', event: toEvent(msg.new), lsn: parseLsn(lsn) });
+        else if (isEndpoints(msg.relation)) o.onEndpoint?.(toEndpointChange(msg.new));
         return;
+      case 'update':
+        if (isEndpoints(msg.relation)) o.onEndpoint?.(toEndpointChange(msg.new));
+        return;
+      case 'delete': {
+        const id: unknown = (msg.key ?? msg.old)?.id;
+        if (isEndpoints(msg.relation) && typeof id === 'string') o.onEndpoint?.({ deleted: id });
+        return;
+      }
       case 'commit':
         // commitTime: microseconds since the Unix epoch (the library adds the Postgres epoch offset).
         if (msg.commitEndLsn !== null) {
@@ -141,23 +173,46 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
     }
   });
 
+  const resolved = (batch: Batch) => {
+    const { resume, lagSeconds } = tracker.done(batch, Date.now());
+    if (lagSeconds !== undefined) o.onLag?.(lagSeconds);
+    if (resume && !stop.signal.aborted) socket()?.resume();
+    sendStatus();
+    wake.wake(); // a stop waiting for the last batch to resolve
+  };
+  const reading = () => o.stopReading?.() !== true;
   const fanoutLoop = async () => {
-    while (!stop.signal.aborted || tracker.hasQueued()) {
-      const batch = tracker.take();
+    // Once stopping, rows already received are not taken any more (they replay from the slot on the next start),
+    // but what was dispatched resolves before the final status, so a clean stop repeats nothing.
+    // Bounded: outcomes that can no longer be written (the database gone at shutdown) must not hang the stop.
+    let drainDeadline = Infinity;
+    const draining = () => {
+      if (!stop.signal.aborted) return true;
+      drainDeadline = Math.min(drainDeadline, performance.now() + DRAIN_MS);
+      return tracker.outstanding() > 0 && failure === undefined && performance.now() < drainDeadline;
+    };
+    while (draining()) {
+      const batch = reading() && !stop.signal.aborted ? tracker.take() : undefined;
       if (batch === undefined) {
-        await wake.wait(stop.signal);
+        if (!reading()) socket()?.pause();
+        await wake.wait(stop.signal.aborted ? NEVER : stop.signal, 100);
         continue;
       }
       try {
-        if (batch.events.length > 0) await o.fanOut(batch.events);
+        if (batch.events.length === 0) {
+          resolved(batch);
+          continue;
+        }
+        const handed = await o.fanOut(batch.events, batch.live);
+        if (tracker.dispatched(batch) && !stop.signal.aborted) socket()?.resume();
+        handed.resolved.then(
+          () => resolved(batch),
+          (err: unknown) => end(err), // unacknowledged rows replay from the slot on the next session
+        );
       } catch (err) {
         end(err); // unacknowledged rows replay from the slot on the next session
         return;
       }
-      const { resume, lagSeconds } = tracker.done(batch, Date.now());
-      if (lagSeconds !== undefined) o.onLag?.(lagSeconds);
-      if (resume && !stop.signal.aborted) socket()?.resume();
-      sendStatus();
     }
   };
 
@@ -165,6 +220,12 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
     while (!stop.signal.aborted) {
       await sleep(Math.min(o.statusIntervalMs, 1_000), undefined, { signal: stop.signal }).catch(() => {});
       if (stop.signal.aborted) return;
+      if (tracker.idle()) owedSince = undefined;
+      else if (owedSince !== undefined && performance.now() - owedSince > OWED_MS) {
+        o.log.warn('the server waits for its position (shutting down?) while deliveries are unrecorded; reconnecting');
+        end(new RelayError('STREAM_FAILED', 'the server asked for a position this relay cannot confirm yet'));
+        return;
+      }
       if (tracker.silentTooLong(performance.now())) {
         const seconds = Math.round(o.streamIdleTimeoutMs / 1000);
         end(new RelayError('STREAM_FAILED', `no message from the server in ${seconds}s; rebuilding the stream`));
@@ -188,6 +249,12 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   await Promise.race([streaming, sleep(1_000, undefined, { ref: false })]); // destroy() settles it; never hang a shutdown on it
   if (failure !== undefined && !signal.aborted) throw classify(failure, o.slotName);
 }
+
+/** How long a stopping session waits for dispatched rows to resolve before its final status. */
+const DRAIN_MS = 5_000;
+/** How long a position the server asked for may stay unconfirmable before the session ends (see `owedSince`). */
+const OWED_MS = 2_000;
+const NEVER = new AbortController().signal;
 
 /** Opens and closes one replication connection (its pg_hba rules may differ from those of plain sessions). */
 async function probeReplication(url: string, ssl: PgSsl): Promise<void> {
@@ -223,6 +290,33 @@ function classify(failure: unknown, slotName: string): RelayError {
 
 function isOutbox(rel: Pgoutput.MessageRelation): boolean {
   return rel.schema === 'webhooks' && rel.name === 'outbox';
+}
+
+function isEndpoints(rel: Pgoutput.MessageRelation): boolean {
+  return rel.schema === 'webhooks' && rel.name === 'endpoints';
+}
+
+/** An endpoints row as the library decoded it (pg's type parsers); `undefined`: an unchanged TOASTed column. */
+function toEndpointChange(row: Record<string, unknown>): EndpointChange {
+  const text = (v: unknown) => (v === undefined ? undefined : typeof v === 'string' ? v : null);
+  const num = (v: unknown) => (v === undefined ? undefined : v === null ? null : Number(v));
+  const ms = (v: unknown) =>
+    v === undefined ? undefined : v instanceof Date ? v.getTime() : typeof v === 'string' ? parseIsoTimestamp(v) : null;
+  const id = row.id;
+  if (typeof id !== 'string') throw new Error('endpoint row decoded without its id');
+  const types = row.event_types;
+  return {
+    id,
+    url: text(row.url) ?? undefined,
+    tenant: text(row.tenant),
+    eventTypes: types === undefined ? undefined : Array.isArray(types) ? types.map(String) : null,
+    enabled: typeof row.enabled === 'boolean' ? row.enabled : undefined,
+    secret: text(row.secret) ?? undefined,
+    previousSecret: text(row.previous_secret),
+    previousExpiresAtMs: ms(row.previous_secret_expires_at),
+    maxInFlight: num(row.max_in_flight),
+    ratePerSecond: num(row.rate_limit_per_second),
+  };
 }
 
 /**

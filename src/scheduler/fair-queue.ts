@@ -100,10 +100,10 @@ export function createFairQueue(defaultCap: number) {
       }
       makeReady(endpointId);
     },
-    /** Removes one queued (unstarted) job and returns it; undefined when it is not queued. */
-    remove(deliveryId: string): Job | undefined {
+    /** Removes the first queued (unstarted) job `which` picks and returns it; undefined when none is queued. */
+    remove(which: (job: Job) => boolean): Job | undefined {
       for (const [endpointId, queue] of queues) {
-        const index = queue.findIndex((j) => j.deliveryId === deliveryId);
+        const index = queue.findIndex(which);
         if (index < 0) continue;
         const [job] = queue.splice(index, 1);
         queued--;
@@ -121,7 +121,7 @@ export function createFairQueue(defaultCap: number) {
       return all;
     },
     queued: (): number => queued,
-    queuedIds: (): string[] => [...queues.values()].flatMap((q) => q.map((j) => j.deliveryId)),
+    queuedJobs: (): Job[] => [...queues.values()].flat(),
     active: (endpointId: string): number => activeBy.get(endpointId) ?? 0,
   };
 }

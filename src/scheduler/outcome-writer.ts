@@ -3,7 +3,7 @@ import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
 import { isTransient, sqlStateOf } from '../db/pg-errors.ts';
 import { writeOutcomes, type DisablePolicy } from './queries.ts';
-import type { Outcome } from '../domain.ts';
+import { jobKey, type Outcome } from '../domain.ts';
 import { createWake } from '../util/wake.ts';
 
 export type OutcomeWriterDeps = {
@@ -20,12 +20,14 @@ export type OutcomeWriterDeps = {
 
 /**
  * One write: `left` names the endpoint of each outcome that left memory (recorded or dropped); `written` of them
- * still held their lease; `outcomes` were recorded; `disabled` endpoints were just disabled.
+ * still held their lease (or were inserted); `outcomes` were recorded; `dropped` the database refused;
+ * `disabled` endpoints were just disabled.
  */
 export type Written = {
   left: readonly string[];
   written: number;
   outcomes: readonly Outcome[];
+  dropped: readonly Outcome[];
   disabled: readonly string[];
 };
 
@@ -64,14 +66,14 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
         backoffMs = 100;
         if (singly > 0) singly--;
         for (const endpointId of disabled) deps.log.warn({ endpointId }, 'endpoint disabled');
-        onWritten({ left: batch.map((o) => o.endpointId), written, outcomes: batch, disabled });
+        onWritten({ left: batch.map((o) => o.endpointId), written, outcomes: batch, dropped: [], disabled });
       } catch (err) {
         const state = sqlStateOf(err);
         const dataProblem = state !== undefined && !isTransient(state); // the data, not the connection
         if (dataProblem && batch.length === 1) {
           deps.log.error({ err, deliveryId: batch[0]!.deliveryId }, 'an outcome the database rejects was dropped');
           buffer = buffer.slice(1);
-          onWritten({ left: [batch[0]!.endpointId], written: 0, outcomes: [], disabled: [] });
+          onWritten({ left: [batch[0]!.endpointId], written: 0, outcomes: [], dropped: batch, disabled: [] });
           continue;
         }
         if (dataProblem) singly = batch.length;
@@ -89,7 +91,9 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
       buffer.push(outcome);
       wake.wake();
     },
+    /** Whether an outcome of this delivery (jobKey) waits to be written. */
+    holds: (key: string): boolean => buffer.some((o) => jobKey(o) === key),
     /** Deliveries answered but not yet recorded: their leases must still be renewed. */
-    pendingIds: (): string[] => buffer.map((o) => o.deliveryId),
+    pendingIds: (): string[] => buffer.flatMap((o) => (o.deliveryId === null ? [] : [o.deliveryId])),
   };
 }

@@ -148,14 +148,15 @@ export const writeOutcomes = (owner: string, workerId: string, policy: DisablePo
     z.object({ written: z.number(), disabled: z.array(z.string()), deadReported: z.number().nullable() }),
   )`
   WITH o AS (
-    SELECT * FROM unnest(${column((o) => o.deliveryId, 'int8')}, ${column((o) => o.endpointId, 'uuid')},
+    SELECT * FROM unnest(${column((o) => o.deliveryId, 'int8')}, ${column((o) => o.outboxId, 'int8')},
+                         ${column((o) => o.endpointId, 'uuid')},
                          ${column((o) => o.status, 'text')}, ${column((o) => o.delayMs, 'int8')},
                          ${column((o) => o.statusCode, 'int4')}, ${column((o) => o.error, 'text')},
                          ${column((o) => o.snippet, 'text')}, ${column((o) => o.durationMs, 'int4')},
                          ${column((o) => o.attempt, 'int4')}, ${column((o) => o.refund, 'bool')},
                          ${column((o) => o.gone, 'bool')})
-      WITH ORDINALITY AS o(id, endpoint_id, status, delay_ms, status_code, error, snippet, duration_ms, attempt, refund,
-                           gone, ord)
+      WITH ORDINALITY AS o(id, outbox_id, endpoint_id, status, delay_ms, status_code, error, snippet, duration_ms,
+                           attempt, refund, gone, ord)
   ), updated AS (
     UPDATE webhooks.deliveries d
     SET status = o.status,
@@ -177,12 +178,39 @@ export const writeOutcomes = (owner: string, workerId: string, policy: DisablePo
     -- there (118 ms per batch) or, ANDed with a primary-key bitmap, looping over the outcomes once per row
     -- (45 ms for 300 outcomes against a fresh 200k-row backlog).
     WHERE d.id = o.id AND d.lease_owner = ${owner} AND d.attempts = o.attempt
-    RETURNING d.id, d.outbox_id
+    RETURNING d.id, d.outbox_id, d.endpoint_id
+  ), inserted AS (
+    -- Deliveries sent from the stream with no row yet: the row is written once, already in its final state (a
+    -- delivered one is never touched again but by retention). A row this relay wrote meanwhile (PERSIST_AFTER,
+    -- or a replay's fan-out) is still leased to it and takes the outcome; any other row wins.
+    INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, next_attempt_at, delivered_at,
+                                          last_status_code, last_error, updated_at)
+    SELECT o.outbox_id, o.endpoint_id, o.status, CASE WHEN o.refund THEN 0 ELSE 1 END,
+           CASE WHEN o.status = 'pending'
+                THEN ${dueAfter(sql.fragment`o.endpoint_id`, sql.fragment`o.delay_ms * interval '1 millisecond'`)}
+                ELSE now() END,
+           CASE WHEN o.status = 'delivered' THEN now() END,
+           CASE WHEN o.refund THEN NULL ELSE o.status_code END, CASE WHEN o.refund THEN NULL ELSE o.error END, now()
+    FROM o WHERE o.id IS NULL
+    ON CONFLICT (outbox_id, endpoint_id) DO UPDATE
+    SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, next_attempt_at = EXCLUDED.next_attempt_at,
+        delivered_at = EXCLUDED.delivered_at, lease_owner = NULL, lease_until = NULL,
+        last_status_code = EXCLUDED.last_status_code, last_error = EXCLUDED.last_error, updated_at = now()
+    WHERE d.lease_owner = ${owner} AND d.attempts = 1
+    RETURNING d.id, d.outbox_id, d.endpoint_id
+  ), done AS (
+    SELECT u.id, u.outbox_id, o.endpoint_id, o.status, o.status_code, o.error, o.snippet, o.duration_ms, o.attempt,
+           o.refund, o.gone, o.ord
+    FROM o JOIN updated u ON u.id = o.id
+    UNION ALL
+    SELECT i.id, i.outbox_id, o.endpoint_id, o.status, o.status_code, o.error, o.snippet, o.duration_ms, o.attempt,
+           o.refund, o.gone, o.ord
+    FROM o JOIN inserted i ON o.id IS NULL AND i.outbox_id = o.outbox_id AND i.endpoint_id = o.endpoint_id
   ), logged AS (
     INSERT INTO webhooks.delivery_attempts
       (delivery_id, attempt, status_code, error, response_snippet, duration_ms, worker_id)
     SELECT o.id, o.attempt, o.status_code, o.error, o.snippet, o.duration_ms, ${workerId}
-    FROM o JOIN updated u ON u.id = o.id
+    FROM done o
     WHERE o.status <> 'delivered' AND NOT o.refund
   ), health AS (
     SELECT endpoint_id, bool_or(ok) AS ok, bool_or(gone) AS gone, bool_or(failed) AS failed,
@@ -191,7 +219,7 @@ export const writeOutcomes = (owner: string, workerId: string, policy: DisablePo
                  o.status <> 'delivered' AND NOT o.refund AS failed,
                  coalesce(max(o.ord) FILTER (WHERE o.status = 'delivered') OVER (PARTITION BY o.endpoint_id), 0)
                    AS last_ok
-          FROM o JOIN updated u ON u.id = o.id) attempts
+          FROM done o) attempts
     GROUP BY endpoint_id
   ), transitions AS (
     UPDATE webhooks.endpoints ep
@@ -217,15 +245,15 @@ export const writeOutcomes = (owner: string, workerId: string, policy: DisablePo
     anyDead
       ? sql.fragment`, reported AS (
     SELECT webhooks.report_dead_deliveries(jsonb_agg(jsonb_build_object(
-             'delivery_id', o.id, 'endpoint_id', o.endpoint_id, 'outbox_id', u.outbox_id, 'attempts', o.attempt,
+             'delivery_id', o.id, 'endpoint_id', o.endpoint_id, 'outbox_id', o.outbox_id, 'attempts', o.attempt,
              'status_code', o.status_code, 'error', o.error))) AS events
-    FROM o JOIN updated u ON u.id = o.id
+    FROM done o
     WHERE o.status = 'dead'
     HAVING count(*) > 0
   )`
       : sql.fragment``
   }
-  SELECT (SELECT count(*) FROM updated)::int AS written,
+  SELECT (SELECT count(*) FROM done)::int AS written,
          coalesce((SELECT array_agg(id::text) FROM transitions WHERE NOT enabled AND disabled_at = now()), '{}')
            AS disabled,
          ${anyDead ? sql.fragment`(SELECT events FROM reported)` : sql.fragment`0`} AS "deadReported"`;

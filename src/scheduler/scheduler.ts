@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Attempt, Job } from '../domain.ts';
+import { jobKey, type Attempt, type Job } from '../domain.ts';
 import type { Logger } from '../log.ts';
 import { createWake } from '../util/wake.ts';
 import { createCapacity } from './capacity.ts';
@@ -17,8 +17,13 @@ export type SchedulerDeps = {
   attempt: (job: Job, signal: AbortSignal) => Promise<Attempt>;
   /** Called once per finished attempt (not for lost leases); the outcome writer calls `written` later. */
   finished: (job: Job, attempt: Exclude<Attempt, { kind: 'lease-lost' }>) => void;
-  /** Hands the leases of jobs that were never started back to the table, so any relay can claim them at once. */
+  /**
+   * Hands jobs that were never started back to the table, so any relay can claim them at once: leases released,
+   * and rows inserted pending for jobs sent from the stream that have none yet.
+   */
   handBack: (jobs: readonly Job[]) => Promise<void>;
+  /** Jobs from the stream with no row were dropped unsent and unrecorded (a lost lease cannot apply; fencing). */
+  dropped?: (jobs: readonly Job[]) => void;
   log: Logger;
 };
 
@@ -37,7 +42,8 @@ export type Scheduler = ReturnType<typeof createScheduler>;
 export function createScheduler(deps: SchedulerDeps) {
   const capacity = createCapacity(deps.capacity, deps.maxBytes);
   const queue = createFairQueue(deps.perEndpointConcurrency);
-  const inFlight = new Map<string, { job: Job; abort: AbortController }>();
+  const inFlight = new Map<string, { job: Job; abort: AbortController }>(); // by jobKey
+  const unrecorded = new Map<string, number>(); // jobs from the stream with no row yet: jobKey → admitted at (ms)
   const throttleTimers = new Map<string, NodeJS.Timeout>();
   const claimWake = createWake();
   let idleWaiters: (() => void)[] = [];
@@ -64,16 +70,20 @@ export function createScheduler(deps: SchedulerDeps) {
 
   const start = (job: Job) => {
     const abort = new AbortController();
-    inFlight.set(job.deliveryId, { job, abort });
+    const key = jobKey(job);
+    inFlight.set(key, { job, abort });
     void deps
       .attempt(job, abort.signal)
       .catch((err: unknown): Attempt => ({ kind: 'failed', error: `relay error: ${String(err)}`, durationMs: 0 }))
       .then((attempt) => {
-        inFlight.delete(job.deliveryId);
+        inFlight.delete(key);
+        unrecorded.delete(key); // the outcome write records it from here
         capacity.dropBytes(job.payload.length); // the outcome carries no payload
         queue.finished(job.endpointId, performance.now());
-        if (attempt.kind === 'lease-lost') release(job.endpointId, 1);
-        else {
+        if (attempt.kind === 'lease-lost') {
+          release(job.endpointId, 1);
+          if (job.deliveryId === null) deps.dropped?.([job]);
+        } else {
           // 410 Gone: the outcome write disables the endpoint; stop sending its queued jobs at once.
           if (attempt.kind === 'failed' && attempt.status === 410) park(job.endpointId);
           deps.finished(job, attempt);
@@ -92,6 +102,7 @@ export function createScheduler(deps: SchedulerDeps) {
   const handBack = (jobs: Job[]): Promise<void> => {
     if (jobs.length === 0) return Promise.resolve();
     for (const job of jobs) {
+      unrecorded.delete(jobKey(job));
       capacity.release(job.endpointId, 1);
       capacity.dropBytes(job.payload.length);
     }
@@ -171,8 +182,10 @@ export function createScheduler(deps: SchedulerDeps) {
         reserved,
         jobs.map((j) => j.endpointId),
       );
+      const now = performance.now();
       for (const job of jobs) {
         capacity.holdBytes(job.payload.length);
+        if (job.deliveryId === null) unrecorded.set(jobKey(job), now);
         queue.push(job);
       }
       pump();
@@ -194,22 +207,73 @@ export function createScheduler(deps: SchedulerDeps) {
     /** What a claim left behind: endpoints with due rows still, and whether the claim was cut short. */
     claimed: capacity.claimed,
     backlogMarks: capacity.marks,
-    /** Leases of in-flight and queued jobs that must be renewed. */
-    heldIds: (): string[] => [...inFlight.keys(), ...queue.queuedIds()],
+    /** Leases of in-flight and queued jobs that must be renewed (jobs from the stream with no row have none). */
+    heldIds: (): string[] => {
+      const ids: string[] = [];
+      for (const { job } of inFlight.values()) if (job.deliveryId !== null) ids.push(job.deliveryId);
+      for (const job of queue.queuedJobs()) if (job.deliveryId !== null) ids.push(job.deliveryId);
+      return ids;
+    },
+    /** Jobs from the stream, queued or in flight, with no row yet, held since before `cutoffMs` (monotonic). */
+    unrecordedSince(cutoffMs: number): Job[] {
+      const keys = new Set<string>();
+      for (const [key, at] of unrecorded) if (at <= cutoffMs) keys.add(key);
+      if (keys.size === 0) return [];
+      const jobs: Job[] = [];
+      for (const { job } of inFlight.values()) if (keys.has(jobKey(job))) jobs.push(job);
+      for (const job of queue.queuedJobs()) if (keys.has(jobKey(job))) jobs.push(job);
+      return jobs;
+    },
+    /**
+     * A job from the stream now has a row claimed for this relay (written because it outlasted PERSIST_AFTER,
+     * or by a replay's fan-out): from here its lease is renewed and its outcome updates that row. False when the
+     * job is no longer held.
+     */
+    adopt(key: string, deliveryId: string): boolean {
+      unrecorded.delete(key);
+      const job = inFlight.get(key)?.job ?? queue.queuedJobs().find((j) => jobKey(j) === key);
+      if (job === undefined) return false;
+      job.deliveryId = deliveryId;
+      return true;
+    },
+    /** Whether a delivery (event × endpoint) is held in memory, queued or in flight. */
+    holds: (key: string): boolean => inFlight.has(key) || unrecorded.has(key),
     /** Aborts the request of a delivery whose lease is gone, or forgets it if unstarted; its outcome will not be written. */
     abort(deliveryId: string, reason: Error): boolean {
-      const entry = inFlight.get(deliveryId);
-      if (entry !== undefined) {
+      for (const entry of inFlight.values()) {
+        if (entry.job.deliveryId !== deliveryId) continue;
         entry.abort.abort(reason);
         return true;
       }
-      const removed = queue.remove(deliveryId);
+      const removed = queue.remove((j) => j.deliveryId === deliveryId);
       if (removed === undefined) return false;
       capacity.dropBytes(removed.payload.length);
       release(removed.endpointId, 1);
       return true;
     },
     park,
+    /**
+     * The endpoint was deleted: its jobs from the stream (no row; nothing will be recorded for them) are
+     * forgotten if queued and aborted if in flight. Returns them. Jobs with a row end through their lease (the
+     * delete ended the row).
+     */
+    dropUnrecorded(endpointId: string, reason: Error): Job[] {
+      const dropped: Job[] = [];
+      for (;;) {
+        const job = queue.remove((j) => j.endpointId === endpointId && j.deliveryId === null);
+        if (job === undefined) break;
+        unrecorded.delete(jobKey(job));
+        capacity.dropBytes(job.payload.length);
+        release(job.endpointId, 1);
+        dropped.push(job);
+      }
+      for (const { job, abort } of inFlight.values()) {
+        if (job.endpointId !== endpointId || job.deliveryId !== null) continue;
+        abort.abort(reason);
+        dropped.push(job);
+      }
+      return dropped;
+    },
     /**
      * Shutdown: stops starting work, hands back every job not yet started, lets requests in flight finish
      * within `graceMs`, then aborts the rest. Resolves when nothing is in flight.
@@ -238,9 +302,12 @@ export function createScheduler(deps: SchedulerDeps) {
     fence(reason: Error): number {
       const dropped = forgetQueued();
       for (const job of dropped) {
+        unrecorded.delete(jobKey(job));
         capacity.release(job.endpointId, 1);
         capacity.dropBytes(job.payload.length);
       }
+      const fromStream = dropped.filter((j) => j.deliveryId === null);
+      if (fromStream.length > 0) deps.dropped?.(fromStream);
       wakeRoomWaiters();
       for (const { abort } of inFlight.values()) abort.abort(reason);
       return dropped.length;

@@ -120,6 +120,8 @@ this list complete). Values reach the relay as strings; an empty one counts as u
   value: {{ .Values.config.fanoutBatch | int64 | quote }}
 - name: FANOUT_ROOM_WAIT
   value: {{ .Values.config.fanoutRoomWait | quote }}
+- name: PERSIST_AFTER
+  value: {{ .Values.config.persistAfter | quote }}
 - name: LEASE
   value: {{ .Values.config.lease | quote }}
 - name: HEARTBEAT_INTERVAL
