@@ -112,18 +112,31 @@ test('a batch that ends mid-transaction has no commit and does not advance the c
   expect(t.status(0, true)).toBe(200n);
 });
 
-test('rows of a transaction still arriving wait for its commit, until a whole batch of them is queued', () => {
-  const t = tracker({ batchRows: 2 });
+test('rows of a transaction still arriving wait for its commit, unless reading paused (too big to hold whole)', () => {
+  const t = tracker({ batchRows: 2, maxRows: 3 });
   t.received(begin, 0);
   t.received(insert('a'), 0);
-  expect(t.take()).toBeUndefined(); // its commit is usually a moment away: the rows can then go out from the stream
   t.received(insert('b'), 0);
+  expect(t.take()).toBeUndefined(); // its commit is usually a moment away: the rows can then go out from the stream
+  expect(t.received(insert('c'), 0)).toBe(true); // paused
   const batch = take(t); // a big transaction: taken in batches, without a commit to confirm
   expect(ids(batch)).toEqual(['a', 'b']);
   expect(batch.commitEndLsn).toBeUndefined();
-  expect(batch.live.to - batch.live.from).toBe(0); // none may be sent from the stream: its end is not in the batch
+  expect(batch.live.to - batch.live.from).toBe(0); // none may be sent from the stream: its commit is not here
   t.done(batch, 0);
   expect(t.status(0, true)).toBe(100n);
+});
+
+test('the first batches of a committed transaction bigger than a batch are live too', () => {
+  const t = tracker({ batchRows: 2, liveAfter: 50n });
+  t.received(begin, 0);
+  for (const id of ['a', 'b', 'c']) t.received({ tag: 'insert', event: event(id), lsn: 60n }, 0);
+  t.received(commit(200n), 0);
+  const first = take(t);
+  expect(first).toMatchObject({ commitEndLsn: undefined, live: { from: 0, to: 2 } });
+  t.dispatched(first);
+  const second = take(t);
+  expect(second).toMatchObject({ commitEndLsn: 200n, live: { from: 0, to: 1 } });
 });
 
 test('a transaction behind a complete one waits for its commit; the complete one goes at once', () => {
@@ -203,7 +216,7 @@ test('a keepalive position is never confirmed while a transaction is open', () =
   expect(t.idle()).toBe(false);
   expect(t.status(0, true)).toBe(100n);
   t.received(insert('a'), 0);
-  t.received(insert('b'), 0);
+  for (let i = 0; i < 8; i++) t.received(insert(`b${i}`), 0); // paused: taken before its commit
   const batch = take(t); // the open transaction's first rows, taken and done: still mid-transaction
   t.done(batch, 0);
   expect(t.status(0, true)).toBe(100n);

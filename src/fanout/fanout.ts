@@ -27,6 +27,10 @@ export type FanOutDeps = {
     quotas(): Quotas;
     /** Rows were left pending: let the claim loop look now rather than at its next tick. */
     wakeClaimer(): void;
+    /** Places per second the endpoint (or, undefined, every endpoint) freed lately. */
+    drainRate(endpointId?: string): number;
+    /** Resolves when a place is freed, or after `timeoutMs`. */
+    waitForFreed(timeoutMs: number): Promise<void>;
     /** A delivery already held from the stream now has a row claimed for this relay (a replay met it). */
     adopt(key: string, deliveryId: string): boolean;
   };

@@ -17,8 +17,10 @@ export type LiveFanOutDeps = {
   scheduler: {
     reserve(max: number): number;
     room(): number;
-    waitForRoom(places: number, timeoutMs: number): Promise<void>;
     accept(jobs: Job[], reserved: number): void;
+    /** Places per second the endpoint (or, undefined, every endpoint) freed lately. */
+    drainRate(endpointId?: string): number;
+    waitForFreed(timeoutMs: number): Promise<void>;
     quotas(): Quotas;
     wakeClaimer(): void;
   };
@@ -41,43 +43,70 @@ const VISIBILITY_WAIT_MS = 2_000;
  */
 export async function fanOutLive(deps: LiveFanOutDeps, events: readonly OutboxEvent[]) {
   const nowMs = Date.now();
-  const enabled: { event: OutboxEvent; endpoint: CachedEndpoint }[] = [];
-  const parked: { event: OutboxEvent; endpoint: CachedEndpoint }[] = [];
+  const enabled: Delivery[] = [];
+  const parked: Delivery[] = [];
   for (const event of events) {
     for (const endpoint of deps.endpoints.receivers(event, deps.aboutEndpoint(event))) {
       (endpoint.enabled ? enabled : parked).push({ event, endpoint });
     }
   }
 
-  // Fair shares first: what an endpoint may not take now is written pending at once, whatever the room.
-  const { endpointIds, quotas, fresh } = deps.scheduler.quotas();
-  const left = new Map(endpointIds.map((id, i) => [id, quotas[i]!]));
-  const fair: typeof enabled = [];
-  const overflow: typeof enabled = [...parked];
-  for (const d of enabled) {
-    const quota = left.get(d.endpoint.id) ?? fresh;
-    left.set(d.endpoint.id, quota - 1);
-    (quota > 0 ? fair : overflow).push(d);
-  }
-  // The WAL is the queue: under a burst, wait a little for room rather than write rows a claim writes again.
-  if (fair.length > deps.scheduler.room() && deps.roomWaitMs > 0) {
-    await deps.scheduler.waitForRoom(fair.length, deps.roomWaitMs);
-  }
-  const reserved = deps.scheduler.reserve(fair.length);
-  overflow.push(...fair.splice(reserved));
-
-  const jobs = fair.map(({ event, endpoint }) => toJob(event, endpoint, nowMs));
-  let resolved: Promise<void>;
-  try {
-    if (overflow.length > 0) await insertVisible(deps, overflow);
-  } finally {
+  // Admitted in rounds: each endpoint within its fair share and the room there is. What does not fit waits for
+  // places only if its endpoint frees them fast enough to make room within what is left of the wait (a burst to
+  // a fast receiver); the rest (a slow receiver's backlog) is written pending at once and the stream goes on.
+  const deadline = performance.now() + Math.min(deps.roomWaitMs, ROOM_WAIT_MS);
+  const overflow: Delivery[] = [...parked];
+  const resolved: Promise<void>[] = [];
+  let admitted = 0;
+  let waiting: Delivery[] = enabled;
+  for (;;) {
+    const { endpointIds, quotas, fresh } = deps.scheduler.quotas();
+    const left = new Map(endpointIds.map((id, i) => [id, quotas[i]!]));
+    const fits: Delivery[] = [];
+    const over: Delivery[] = [];
+    for (const d of waiting) {
+      const quota = left.get(d.endpoint.id) ?? fresh;
+      left.set(d.endpoint.id, quota - 1);
+      (quota > 0 ? fits : over).push(d);
+    }
+    const reserved = deps.scheduler.reserve(fits.length);
+    over.unshift(...fits.splice(reserved)); // no room: in commit order ahead of the endpoint's others
+    const jobs = fits.map(({ event, endpoint }) => toJob(event, endpoint, nowMs));
     // Tracked before they can finish: a job may be answered and recorded before accept returns.
-    resolved = deps.ledger.track(jobs.map(jobKey));
+    resolved.push(deps.ledger.track(jobs.map(jobKey)));
     deps.scheduler.accept(jobs, reserved);
+    admitted += jobs.length;
+    const leftMs = deadline - performance.now();
+    const worth = leftMs > 0 ? worthWaiting(deps, over, leftMs) : () => false;
+    waiting = [];
+    for (const d of over) (worth(d) ? waiting : overflow).push(d);
+    if (waiting.length === 0) break;
+    await deps.scheduler.waitForFreed(Math.min(leftMs, 50));
   }
+  if (overflow.length > 0) await insertVisible(deps, overflow);
   if (overflow.length > parked.length) deps.scheduler.wakeClaimer();
-  deps.onFannedOut?.(events.length, jobs.length + overflow.length);
-  return { resolved };
+  deps.onFannedOut?.(events.length, admitted + overflow.length);
+  return { resolved: Promise.all(resolved).then(() => {}) };
+}
+
+type Delivery = { event: OutboxEvent; endpoint: CachedEndpoint };
+
+/** The longest one batch waits for places (at most PERSIST_AFTER): the stream behind it waits as long. */
+const ROOM_WAIT_MS = 500;
+
+/**
+ * Whether a delivery left over is worth waiting `leftMs` for: its endpoint frees places fast enough that all of
+ * its leftovers would fit in time (and so does the scheduler as a whole).
+ */
+function worthWaiting(deps: LiveFanOutDeps, over: readonly Delivery[], leftMs: number) {
+  const count = new Map<string, number>();
+  for (const d of over) count.set(d.endpoint.id, (count.get(d.endpoint.id) ?? 0) + 1);
+  const total = deps.scheduler.drainRate();
+  if ((over.length / Math.max(total, 1e-9)) * 1_000 > leftMs) return () => false;
+  return (d: Delivery) => {
+    const rate = deps.scheduler.drainRate(d.endpoint.id);
+    return rate > 0 && (count.get(d.endpoint.id)! / rate) * 1_000 <= leftMs;
+  };
 }
 
 function toJob(event: OutboxEvent, endpoint: CachedEndpoint, nowMs: number): Job {

@@ -12,7 +12,7 @@ export type StreamMessage =
  * Rows to fan out together, and the last commit they complete (undefined: the batch ends mid-transaction).
  * `live`: the range `[from, to)` of `events` that may be sent straight from the stream: written after the
  * session started (never seen by an earlier session, so nothing of theirs is recorded yet) and whose
- * transaction's commit is in this batch (every change it made, endpoints included, has been received). The rest
+ * transaction's commit has been received (every change it made, endpoints included, has been applied). The rest
  * go through the table (idempotent fan-out).
  */
 export type Batch = {
@@ -41,9 +41,12 @@ export type AckTrackerOptions = {
   nowMs: number;
   /** Rows written after this WAL position may be sent from the stream (undefined: none, all go through the table). */
   liveAfter?: Lsn;
+  /** Rows queued at which reading pauses (default 4 × batchRows): a transaction this big waits whole for its commit. */
+  maxRows?: number;
 };
 
-type Entry = { event: OutboxEvent; lsn: Lsn } | { commitEndLsn: Lsn; commitTimeMs: number };
+/** `txn`: the transaction's number in this session; it is complete once its commit is received. */
+type Entry = { event: OutboxEvent; lsn: Lsn; txn: number } | { commitEndLsn: Lsn; commitTimeMs: number };
 
 /**
  * The decisions of one replication session, without I/O or timers: which LSN may be confirmed, when a status
@@ -74,7 +77,9 @@ export function createAckTracker(o: AckTrackerOptions) {
   let lastStatusAt = -Infinity; // the first status goes out as soon as there is something to confirm
   let lastHeardAt = o.nowMs;
   let replyOwed = false;
-  const highWater = o.batchRows * 4;
+  const highWater = o.maxRows ?? o.batchRows * 4;
+  let txn = 0; // the transaction being received
+  let completeTxn = 0; // every transaction up to this one has its commit received
   const lowWater = o.batchRows;
 
   /** Everything received is processed: the last keepalive position is then safe to confirm too. */
@@ -105,14 +110,16 @@ export function createAckTracker(o: AckTrackerOptions) {
       lastHeardAt = nowMs;
       if (msg.tag === 'begin') {
         inTransaction = true;
+        txn++;
         return false;
       }
       if (msg.tag === 'insert') {
-        queue.push({ event: msg.event, lsn: msg.lsn ?? 0n });
+        queue.push({ event: msg.event, lsn: msg.lsn ?? 0n, txn });
         queuedRows++;
         heldBytes += msg.event.payload.length;
       } else {
         inTransaction = false;
+        completeTxn = txn;
         queue.push({ commitEndLsn: msg.endLsn, commitTimeMs: msg.timeMs });
       }
       if ((queuedRows >= highWater || heldBytes >= o.maxBytes) && !paused) {
@@ -137,14 +144,15 @@ export function createAckTracker(o: AckTrackerOptions) {
       let taken = 0;
       let bytes = 0;
       let liveFrom: number | undefined; // the first row written after the session started
-      let committed = 0; // rows before the batch's last commit marker
-      // The rows of a transaction whose commit has not arrived yet wait for it (it is usually a moment away), so
-      // they can go out from the stream; unless there are a batch of them or reading paused (a big transaction).
+      let complete = 0; // rows whose transaction's commit is received (a prefix)
+      // The rows of a transaction whose commit has not arrived yet wait for it (it is usually a moment away: a
+      // transaction is streamed once committed), so they can go out from the stream; unless reading paused (a
+      // transaction too big to hold whole: its rows go through the table).
       let limit = queue.length;
       if (inTransaction && !paused) {
         let lastCommit = queue.length - 1;
         while (lastCommit >= 0 && 'event' in queue[lastCommit]!) lastCommit--;
-        if (queue.length - 1 - lastCommit < o.batchRows) limit = lastCommit + 1;
+        limit = lastCommit + 1;
       }
       if (limit === 0) return undefined;
       for (const entry of limit === queue.length ? queue : queue.slice(0, limit)) {
@@ -156,19 +164,19 @@ export function createAckTracker(o: AckTrackerOptions) {
             break;
           if (liveFrom === undefined && o.liveAfter !== undefined && entry.lsn > o.liveAfter) liveFrom = events.length;
           events.push(entry.event);
+          if (entry.txn <= completeTxn) complete = events.length;
           bytes += entry.event.payload.length;
         } else {
           commitEndLsn = entry.commitEndLsn;
           commitTimeMs = entry.commitTimeMs;
-          committed = events.length;
         }
         taken++;
       }
       queue.splice(0, taken);
       queuedRows -= events.length;
       busy = true;
-      const from = Math.min(liveFrom ?? events.length, committed);
-      const batch = { events, commitEndLsn, commitTimeMs, live: { from, to: Math.max(from, committed) } };
+      const from = Math.min(liveFrom ?? events.length, complete);
+      const batch = { events, commitEndLsn, commitTimeMs, live: { from, to: complete } };
       outstanding.push({ batch, done: false, dispatched: false });
       return batch;
     },

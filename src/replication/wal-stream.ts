@@ -107,6 +107,9 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   const tracker = createAckTracker({
     liveAfter: prepared?.liveAfter,
     batchRows: o.fanoutBatch,
+    // A committed transaction is held whole until this many rows (within the byte budget), so its rows can be
+    // sent from the stream; a bigger one pauses reading and goes through the table in batches.
+    maxRows: Math.max(4 * o.fanoutBatch, 50_000),
     maxBytes: o.maxQueuedBytes,
     statusIntervalMs: o.statusIntervalMs,
     idleTimeoutMs: o.streamIdleTimeoutMs,

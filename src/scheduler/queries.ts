@@ -144,6 +144,28 @@ export const writeOutcomes = (owner: string, workerId: string, policy: DisablePo
     AND ${streak} >= ${policy.autoDisableFailures}::int)`;
   const disableNow = sql.fragment`(h.gone OR (NOT h.ok AND h.failed AND ${failingTooLong}) OR ${tooManyFailures})`;
   const anyDead = outcomes.some((o) => o.status === 'dead');
+  // Outcomes of deliveries sent from the stream with no row yet: only then is the INSERT part planned at all.
+  const anyNew = outcomes.some((o) => o.deliveryId === null);
+  const insertedCte = sql.fragment`, inserted AS (
+    -- Deliveries sent from the stream with no row yet: the row is written once, already in its final state (a
+    -- delivered one is never touched again but by retention). A row this relay wrote meanwhile (PERSIST_AFTER,
+    -- or a replay's fan-out) is still leased to it and takes the outcome; any other row wins.
+    INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, next_attempt_at, delivered_at,
+                                          last_status_code, last_error, updated_at)
+    SELECT o.outbox_id, o.endpoint_id, o.status, CASE WHEN o.refund THEN 0 ELSE 1 END,
+           CASE WHEN o.status = 'pending'
+                THEN ${dueAfter(sql.fragment`o.endpoint_id`, sql.fragment`o.delay_ms * interval '1 millisecond'`)}
+                ELSE now() END,
+           CASE WHEN o.status = 'delivered' THEN now() END,
+           CASE WHEN o.refund THEN NULL ELSE o.status_code END, CASE WHEN o.refund THEN NULL ELSE o.error END, now()
+    FROM o WHERE o.id IS NULL
+    ON CONFLICT (outbox_id, endpoint_id) DO UPDATE
+    SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, next_attempt_at = EXCLUDED.next_attempt_at,
+        delivered_at = EXCLUDED.delivered_at, lease_owner = NULL, lease_until = NULL,
+        last_status_code = EXCLUDED.last_status_code, last_error = EXCLUDED.last_error, updated_at = now()
+    WHERE d.lease_owner = ${owner} AND d.attempts = 1
+    RETURNING d.id, d.outbox_id, d.endpoint_id
+  )`;
   return sql.type(
     z.object({ written: z.number(), disabled: z.array(z.string()), deadReported: z.number().nullable() }),
   )`
@@ -179,33 +201,18 @@ export const writeOutcomes = (owner: string, workerId: string, policy: DisablePo
     -- (45 ms for 300 outcomes against a fresh 200k-row backlog).
     WHERE d.id = o.id AND d.lease_owner = ${owner} AND d.attempts = o.attempt
     RETURNING d.id, d.outbox_id, d.endpoint_id
-  ), inserted AS (
-    -- Deliveries sent from the stream with no row yet: the row is written once, already in its final state (a
-    -- delivered one is never touched again but by retention). A row this relay wrote meanwhile (PERSIST_AFTER,
-    -- or a replay's fan-out) is still leased to it and takes the outcome; any other row wins.
-    INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, next_attempt_at, delivered_at,
-                                          last_status_code, last_error, updated_at)
-    SELECT o.outbox_id, o.endpoint_id, o.status, CASE WHEN o.refund THEN 0 ELSE 1 END,
-           CASE WHEN o.status = 'pending'
-                THEN ${dueAfter(sql.fragment`o.endpoint_id`, sql.fragment`o.delay_ms * interval '1 millisecond'`)}
-                ELSE now() END,
-           CASE WHEN o.status = 'delivered' THEN now() END,
-           CASE WHEN o.refund THEN NULL ELSE o.status_code END, CASE WHEN o.refund THEN NULL ELSE o.error END, now()
-    FROM o WHERE o.id IS NULL
-    ON CONFLICT (outbox_id, endpoint_id) DO UPDATE
-    SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, next_attempt_at = EXCLUDED.next_attempt_at,
-        delivered_at = EXCLUDED.delivered_at, lease_owner = NULL, lease_until = NULL,
-        last_status_code = EXCLUDED.last_status_code, last_error = EXCLUDED.last_error, updated_at = now()
-    WHERE d.lease_owner = ${owner} AND d.attempts = 1
-    RETURNING d.id, d.outbox_id, d.endpoint_id
-  ), done AS (
+  )${anyNew ? insertedCte : sql.fragment``}, done AS (
     SELECT u.id, u.outbox_id, o.endpoint_id, o.status, o.status_code, o.error, o.snippet, o.duration_ms, o.attempt,
            o.refund, o.gone, o.ord
-    FROM o JOIN updated u ON u.id = o.id
+    FROM o JOIN updated u ON u.id = o.id${
+      anyNew
+        ? sql.fragment`
     UNION ALL
     SELECT i.id, i.outbox_id, o.endpoint_id, o.status, o.status_code, o.error, o.snippet, o.duration_ms, o.attempt,
            o.refund, o.gone, o.ord
-    FROM o JOIN inserted i ON o.id IS NULL AND i.outbox_id = o.outbox_id AND i.endpoint_id = o.endpoint_id
+    FROM o JOIN inserted i ON o.id IS NULL AND i.outbox_id = o.outbox_id AND i.endpoint_id = o.endpoint_id`
+        : sql.fragment``
+    }
   ), logged AS (
     INSERT INTO webhooks.delivery_attempts
       (delivery_id, attempt, status_code, error, response_snippet, duration_ms, worker_id)

@@ -3,6 +3,7 @@ import { jobKey, type Attempt, type Job } from '../domain.ts';
 import type { Logger } from '../log.ts';
 import { createWake } from '../util/wake.ts';
 import { createCapacity } from './capacity.ts';
+import { createDrainRates } from './drain.ts';
 import { createFairQueue } from './fair-queue.ts';
 
 export type SchedulerDeps = {
@@ -29,6 +30,8 @@ export type SchedulerDeps = {
 
 export type Scheduler = ReturnType<typeof createScheduler>;
 
+const NEVER = new AbortController().signal;
+
 /**
  * The bounded in-memory scheduler. Every job it holds carries a lease this process owns. The decisions live in
  * two pure parts, `capacity` (how many places are held) and `fairQueue` (per-endpoint FIFOs served round-robin
@@ -46,6 +49,14 @@ export function createScheduler(deps: SchedulerDeps) {
   const unrecorded = new Map<string, number>(); // jobs from the stream with no row yet: jobKey → admitted at (ms)
   const throttleTimers = new Map<string, NodeJS.Timeout>();
   const claimWake = createWake();
+  const freedWake = createWake(); // any place freed
+  const drain = createDrainRates();
+  const freed = (endpointId: string, n: number) => {
+    drain.freed(endpointId, n, performance.now());
+    freedWake.wake();
+  };
+  const pruneTimer = setInterval(() => drain.prune(performance.now()), 10_000);
+  pruneTimer.unref();
   let idleWaiters: (() => void)[] = [];
   let roomWaiters: { places: number; resolve: () => void }[] = [];
 
@@ -94,6 +105,7 @@ export function createScheduler(deps: SchedulerDeps) {
   };
 
   const release = (endpointId: string, count: number) => {
+    freed(endpointId, count);
     if (capacity.release(endpointId, count)) claimWake.wake();
     wakeRoomWaiters();
   };
@@ -103,6 +115,7 @@ export function createScheduler(deps: SchedulerDeps) {
     if (jobs.length === 0) return Promise.resolve();
     for (const job of jobs) {
       unrecorded.delete(jobKey(job));
+      freed(job.endpointId, 1);
       capacity.release(job.endpointId, 1);
       capacity.dropBytes(job.payload.length);
     }
@@ -172,6 +185,11 @@ export function createScheduler(deps: SchedulerDeps) {
       });
     },
     inFlight: () => inFlight.size,
+    /** Places per second an endpoint freed lately; `undefined`: every endpoint together. */
+    drainRate: (endpointId?: string): number =>
+      endpointId === undefined ? drain.total(performance.now()) : drain.rate(endpointId, performance.now()),
+    /** Resolves when a place is freed (any endpoint) or after `timeoutMs`. */
+    waitForFreed: (timeoutMs: number): Promise<void> => freedWake.wait(NEVER, timeoutMs),
     /** Reserves up to `max` places before a claim, so concurrent claimers never overfill. */
     reserve: capacity.reserve,
     /** Per-endpoint limits for the next claim or fan-out (fair shares). */
@@ -194,7 +212,10 @@ export function createScheduler(deps: SchedulerDeps) {
     /** Places freed once outcomes are durably written (one endpoint id per outcome). */
     written(endpointIds: readonly string[]): void {
       let wake = false;
-      for (const id of endpointIds) wake = capacity.release(id, 1) || wake;
+      for (const id of endpointIds) {
+        freed(id, 1);
+        wake = capacity.release(id, 1) || wake;
+      }
       if (wake) claimWake.wake();
       wakeRoomWaiters();
     },
