@@ -60,7 +60,10 @@ function relayEnvNames(): string[] {
   loadConfig(env);
   return [...seen].sort();
 }
-const ENV_NAMES = relayEnvNames();
+// The standard OTEL_* variables are not chart knobs: they come through extraEnv (or the OpenTelemetry Operator's
+// injection), as for any other instrumented workload, so a Secret can hold OTEL_EXPORTER_OTLP_HEADERS.
+const OTEL_NAMES = relayEnvNames().filter((name) => name.startsWith('OTEL_'));
+const ENV_NAMES = relayEnvNames().filter((name) => !name.startsWith('OTEL_'));
 const SPECIAL = ['DATABASE_URL', 'WORKER_ID', 'METRICS_TOKEN'];
 
 /** `- name: X` / `value: {{ ... .Values.config.k ... }}` pairs of the "outbox-relay.env" template. */
@@ -216,6 +219,15 @@ describe('every relay environment variable is reachable from values', () => {
       schema.properties as Record<string, { items: { properties: { name: { not: { enum: string[] } } } } }>
     ).extraEnv!.items.properties.name.not.enum;
     expect([...items].sort()).toEqual(ENV_NAMES);
+  });
+
+  test('the OTEL_* variables the relay reads go through extraEnv, from a value or a Secret', () => {
+    expect(OTEL_NAMES).toEqual(expect.arrayContaining(['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME']));
+    const extraEnv = [
+      { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: 'http://otel-collector.observability:4318' },
+      { name: 'OTEL_EXPORTER_OTLP_HEADERS', valueFrom: { secretKeyRef: { name: 'otlp', key: 'headers' } } },
+    ];
+    expect(errorsOf(coalesce(defaults, { extraEnv }))).toEqual([]);
   });
 
   test("values.yaml's config defaults are the relay's own defaults", () => {

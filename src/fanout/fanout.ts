@@ -131,7 +131,14 @@ function runBatch(
         const event = byId.get(row.outboxId);
         if (!claimed || event === undefined) return [];
         return [
-          { ...row, attempt: 1, eventType: event.eventType, payload: event.payload, createdAtMs: event.createdAtMs },
+          {
+            ...row,
+            attempt: 1,
+            eventType: event.eventType,
+            payload: event.payload,
+            createdAtMs: event.createdAtMs,
+            traceparent: event.traceparent,
+          },
         ];
       });
       leftPending = jobs.length < insertedRows.length;
