@@ -96,6 +96,16 @@ describe('chart values validate against values.schema.json', () => {
     expect(errorsOf(values)).toEqual([]);
   });
 
+  test('the PrometheusRule and the dashboard switched on, with a selector and labels, are valid', () => {
+    const on = {
+      metrics: {
+        prometheusRule: { enabled: true, selector: 'job="shop", namespace="prod"', labels: { release: 'kps' } },
+      },
+      grafanaDashboard: { enabled: true, namespace: 'monitoring', annotations: { grafana_folder: 'Webhooks' } },
+    };
+    expect(errorsOf(coalesce(defaults, on))).toEqual([]);
+  });
+
   test('Helm\'s "global" key, present when the chart is a dependency, is allowed', () => {
     expect(errorsOf(coalesce(defaults, { global: { imageRegistry: 'x' } }))).toEqual([]);
   });
@@ -141,6 +151,30 @@ describe('chart values validate against values.schema.json', () => {
       'not',
     ],
     ['a config knob through extraEnv', { extraEnv: [{ name: 'LEASE', value: '5m' }] }, '/extraEnv/0/name', 'not'],
+    [
+      'an alert window in words',
+      { metrics: { prometheusRule: { deadDeliveries: { window: 'an hour' } } } },
+      '/metrics/prometheusRule/deadDeliveries/window',
+      'pattern',
+    ],
+    [
+      'a backlog threshold of 0',
+      { metrics: { prometheusRule: { backlogAge: { seconds: 0 } } } },
+      '/metrics/prometheusRule/backlogAge/seconds',
+      'exclusiveMinimum',
+    ],
+    [
+      'a retained-WAL threshold as a size string',
+      { metrics: { prometheusRule: { retainedWal: { bytes: '10GiB' } } } },
+      '/metrics/prometheusRule/retainedWal/bytes',
+      'type',
+    ],
+    [
+      'a rule selector in braces',
+      { metrics: { prometheusRule: { selector: '{job="shop"}' } } },
+      '/metrics/prometheusRule/selector',
+      'pattern',
+    ],
   ])('rejects %s at %s', (_name, override, path, keyword) => {
     const errors = errorsOf(coalesce(defaults, override));
     expect(errors.map((e) => `${e.instancePath} ${e.keyword}`)).toContain(`${path} ${keyword}`);
@@ -152,6 +186,8 @@ describe('chart values validate against values.schema.json', () => {
     ['a misspelt config knob', { config: { deliveryConcurency: 8 } }, '/config', 'deliveryConcurency'],
     ['a misspelt nested key', { serviceMonitor: { enable: true } }, '/serviceMonitor', 'enable'],
     ['a misspelt network policy key', { networkPolicy: { egress: [] } }, '/networkPolicy', 'egress'],
+    ['a misspelt rule key', { metrics: { prometheusRule: { enable: true } } }, '/metrics/prometheusRule', 'enable'],
+    ['a misspelt dashboard key', { grafanaDashboard: { label: { a: 'b' } } }, '/grafanaDashboard', 'label'],
     ['a token in plain text', { metricsTokenSecret: { value: 'x' } }, '/metricsTokenSecret', 'value'],
     ['a misspelt resources key', { resources: { limit: { memory: '1Gi' } } }, '/resources', 'limit'],
     [
