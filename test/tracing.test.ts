@@ -1,8 +1,12 @@
 // Trace context from the application's emit() to the receiver, exported to a real OTLP/HTTP (http/json) collector.
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { trace } from '@opentelemetry/api';
 import { InMemorySpanExporter, NodeTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-node';
 import { describe, expect } from 'vitest';
 import { loadConfig } from '../src/config.ts';
+import type { Job } from '../src/domain.ts';
+import { createLogger } from '../src/log.ts';
+import { createTracing } from '../src/tracing/tracing.ts';
 import { test as base } from './fixtures.ts';
 import { startOtlpCollector, type CollectedSpan, type OtlpCollector } from './support/otlp-collector.ts';
 import { addEndpoint } from './support/postgres.ts';
@@ -131,7 +135,49 @@ test('an event without a traceparent gets no trace: no header, no span', async (
   expect(collector.spans.some((s) => s.attributes['outbox_relay.event_type'] === 'untraced')).toBe(false);
 });
 
+test('a collector that never answers costs deliveries nothing and delays the stop by at most 2 s', async ({
+  db,
+  receiver,
+  startRelay,
+}) => {
+  const sockets = new Set<Socket>();
+  const silent = createServer((socket) => sockets.add(socket)); // accepts, never answers
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  try {
+    const { port } = silent.address() as AddressInfo;
+    await addEndpoint(db, receiver.url);
+    const relay = await startRelay({
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+      OTEL_BSP_SCHEDULE_DELAY: '10',
+    });
+    await emit(db, TRACEPARENT);
+    await emit(db, TRACEPARENT);
+    await until(() => receiver.requests.length === 2, { what: 'both deliveries' });
+    await until(() => sockets.size > 0, { what: 'an export in flight' });
+    await emit(db, TRACEPARENT); // queued behind the hung export: flushed (or given up) at stop
+    await until(() => receiver.requests.length === 3);
+    const started = performance.now();
+    await relay.stop();
+    expect(performance.now() - started).toBeLessThan(4_500);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  }
+});
+
 describe('with no OTEL endpoint', () => {
+  test('nothing on the hot path: fan-out is not wrapped, an untraced job gets nothing, a traced one a header', async () => {
+    const tracing = await createTracing(loadConfig({}).tracing, createLogger('silent'));
+    const step = () => Promise.resolve();
+    expect(tracing.exporting).toBe(false);
+    expect(tracing.fanOut(step)).toBe(step);
+    const job = { deliveryId: '1', attempt: 1, traceparent: null } as Job;
+    expect(tracing.attempt(job)).toBeUndefined();
+    const traced = tracing.attempt({ ...job, traceparent: TRACEPARENT })!;
+    expect(traced.traceparent).toMatch(new RegExp(`^00-${TRACE_ID}-(?!${APP_SPAN_ID})[0-9a-f]{16}-01$`));
+    expect(tracing.attempt({ ...job, traceparent: TRACEPARENT })!.traceparent).not.toBe(traced.traceparent);
+  });
+
   test('no exporter and no span; the receiver still gets a traceparent continuing the trace', async ({
     db,
     receiver,

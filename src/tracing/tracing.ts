@@ -9,6 +9,7 @@
 // - Tracing off (no OTLP endpoint): no provider, no exporter, no span objects. A traced event's receiver still
 //   gets a traceparent continuing the trace (a fresh span id per attempt, never exported), as the contract says.
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   ROOT_CONTEXT,
   SpanKind,
@@ -58,6 +59,9 @@ export const ATTR = {
   batchEvents: 'outbox_relay.batch_events',
 } as const;
 
+/** Longest wait at shutdown for the last spans to be exported. */
+const SHUTDOWN_FLUSH_MS = 2_000;
+
 /** First attempts remembered for the retries' links, at most (only failed ones are kept). */
 const MAX_FIRST_ATTEMPTS = 10_000;
 
@@ -75,7 +79,18 @@ export async function createTracing(config: TracingConfig | null, log: Logger): 
     exporting: true,
     attempt: (job) => startAttempt(tracer, firstAttempts, job),
     fanOut: (step) => tracedFanOut(tracer, step),
-    shutdown: () => shutdown().catch((err: unknown) => log.warn({ err }, 'flushing traces failed')),
+    // Bounded: an unreachable collector must not eat the SIGTERM grace the relay's own writes need.
+    shutdown: async () => {
+      const flushed = shutdown().then(
+        () => true,
+        (err: unknown) => (log.warn({ err }, 'flushing traces failed'), true),
+      );
+      const timer = new AbortController();
+      const gaveUp = sleep(SHUTDOWN_FLUSH_MS, false, { signal: timer.signal }).catch(() => true);
+      if (!(await Promise.race([flushed, gaveUp])))
+        log.warn({ waitedMs: SHUTDOWN_FLUSH_MS }, 'gave up flushing traces');
+      timer.abort();
+    },
   };
 }
 
