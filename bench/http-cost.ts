@@ -52,6 +52,7 @@ const job = (seq: number): Job => ({
   secrets: [SECRET],
   maxInFlight: null,
   ratePerSecond: null,
+  traceparent: null,
 });
 
 const senders: Record<string, (seq: number) => Promise<void>> = {

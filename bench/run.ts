@@ -2,6 +2,8 @@
 // on one embedded Postgres (wal_level=logical, default durability) and one receiver process. See bench/README
 // text in the closing report and `--help`.
 import { fork, type ChildProcess } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { readFileSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -28,6 +30,9 @@ const HELP = `usage: npm run bench -- [flags]
   --max-step S            max steady: seconds per step (default 10; quick 2)
   --backlog-deadline S    backlog: longest wait for the drain (default 300; quick: --deadline)
   --relay-cpu-prof        run outbox-relay with --cpu-prof (profiles in bench/results/profiles/)
+  --tracing MODE          off (default): events without trace context; context: every event carries a
+                          traceparent, no OTEL endpoint (the receiver header only); export: every event carries
+                          one and the relay exports spans to a local OTLP/HTTP collector in this process
   --relay-env K=V,...     override outbox-relay environment settings (recorded in the results)
   --pg-stats              load pg_stat_statements (planning tracked too) and print each run's top statements
   --deadline S            longest wait for a run to drain after its load (default 120; quick 4)`;
@@ -50,6 +55,7 @@ const { values: f } = parseArgs({
     'relay-env': { type: 'string' },
     'backlog-deadline': { type: 'string' },
     'relay-cpu-prof': { type: 'boolean', default: false },
+    tracing: { type: 'string', default: 'off' },
     'pg-stats': { type: 'boolean', default: false },
   },
 });
@@ -77,7 +83,12 @@ const opts = {
   backlogDeadlineS: num(f['backlog-deadline'], 300, num(f.deadline, 120, 5)),
   relayCpuProf: f['relay-cpu-prof'],
   pgStats: f['pg-stats'],
+  tracing: f.tracing,
 };
+if (!['off', 'context', 'export'].includes(opts.tracing)) {
+  console.error(`--tracing: expected off, context or export, got "${opts.tracing}"`);
+  process.exit(2);
+}
 for (const kv of (f['relay-env'] ?? '').split(',').filter(Boolean)) {
   const [k, ...v] = kv.split('=');
   RELAY_ENV[k!.trim()] = v.join('=').trim();
@@ -230,8 +241,17 @@ async function main(): Promise<void> {
     return measured;
   };
 
+  if (opts.tracing === 'export') {
+    collector = await startCollector();
+    RELAY_ENV.OTEL_EXPORTER_OTLP_ENDPOINT = collector.url;
+    log(`tracing: exporting to a local OTLP/HTTP collector at ${collector.url}`);
+  }
   const all: System[] = [
-    relay(monitor, opts.relayCpuProf ? fileURLToPath(new URL('./results/profiles/', import.meta.url)) : undefined),
+    relay(
+      monitor,
+      opts.relayCpuProf ? fileURLToPath(new URL('./results/profiles/', import.meta.url)) : undefined,
+      opts.tracing !== 'off',
+    ),
     poller(),
     pgTransactionalOutbox(monitor),
   ];
@@ -345,7 +365,30 @@ async function main(): Promise<void> {
     },
     scenarios,
   };
+  if (collector !== undefined) {
+    log(`tracing: the collector received ${collector.requests} exports, ${(collector.bytes / 1e6).toFixed(1)} MB`);
+    result.settings.collector = { requests: collector.requests, bytes: collector.bytes };
+  }
   if (!interrupted) writeReport(result);
+}
+
+/**
+ * A minimal OTLP/HTTP collector (`--tracing export`): accepts every export and counts it, without parsing, so the
+ * bench measures what exporting costs the relay rather than what a collector spends.
+ */
+let collector: { url: string; requests: number; bytes: number; server: Server } | undefined;
+async function startCollector(): Promise<NonNullable<typeof collector>> {
+  const state = { url: '', requests: 0, bytes: 0, server: undefined as unknown as Server };
+  state.server = createServer((req, res) => {
+    req.on('data', (c: Buffer) => (state.bytes += c.length));
+    req.on('end', () => {
+      state.requests++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => state.server.listen(0, '127.0.0.1', resolve));
+  state.url = `http://127.0.0.1:${(state.server.address() as AddressInfo).port}`;
+  return state;
 }
 
 try {
@@ -356,5 +399,7 @@ try {
 } finally {
   if (receiver?.connected === true) receiver.send({ cmd: 'exit' });
   await monitor?.end().catch(() => {});
+  collector?.server.closeAllConnections();
+  collector?.server.close();
   await cleanup();
 }

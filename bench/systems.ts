@@ -97,8 +97,16 @@ function untilReadyMessage(child: ChildProcess, tail: () => string): Promise<voi
   });
 }
 
-/** `cpuProfDir`: run the relay with `--cpu-prof`, one .cpuprofile per measurement (written at its clean exit). */
-export function relay(monitor: pg.Client, cpuProfDir?: string): System {
+/** A fresh sampled W3C traceparent per row, as an application passing its trace context would write. */
+const traceparentSql = `'00-' || md5(random()::text) || '-' || left(md5(random()::text), 16) || '-01'`;
+
+/**
+ * `cpuProfDir`: run the relay with `--cpu-prof`, one .cpuprofile per measurement (written at its clean exit).
+ * `traced`: every event carries a traceparent (`--tracing context` or `export`).
+ */
+export function relay(monitor: pg.Client, cpuProfDir?: string, traced = false): System {
+  const column = traced ? ', traceparent' : '';
+  const value = traced ? `, ${traceparentSql}` : '';
   return {
     name: 'outbox-relay',
     short: 'relay',
@@ -118,10 +126,10 @@ export function relay(monitor: pg.Client, cpuProfDir?: string): System {
       );
       for (const u of urls) await db.query('INSERT INTO webhooks.endpoints (url, secret) VALUES ($1, $2)', [u, SECRET]);
     },
-    insertSql: `INSERT INTO webhooks.outbox (event_type, payload) VALUES ('bench.event', $1)`,
-    burstSql: `INSERT INTO webhooks.outbox (event_type, payload) SELECT 'bench.event', ${payloadSql} FROM generate_series(0, $2::int - 1) g`,
-    backlogSql: `WITH o AS (INSERT INTO webhooks.outbox (event_type, payload)
-                   SELECT 'bench.event', ${payloadSql} FROM generate_series(0, $2::int - 1) g RETURNING id)
+    insertSql: `INSERT INTO webhooks.outbox (event_type, payload${column}) VALUES ('bench.event', $1${value})`,
+    burstSql: `INSERT INTO webhooks.outbox (event_type, payload${column}) SELECT 'bench.event', ${payloadSql}${value} FROM generate_series(0, $2::int - 1) g`,
+    backlogSql: `WITH o AS (INSERT INTO webhooks.outbox (event_type, payload${column})
+                   SELECT 'bench.event', ${payloadSql}${value} FROM generate_series(0, $2::int - 1) g RETURNING id)
                  INSERT INTO webhooks.deliveries (outbox_id, endpoint_id)
                  SELECT o.id, e.id FROM o CROSS JOIN webhooks.endpoints e`,
     writesSql: `SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::float8 AS n FROM pg_stat_user_tables

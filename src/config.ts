@@ -30,7 +30,9 @@ export type EnvKind =
   | 'text'
   | 'address'
   | 'secret'
-  | 'bytes';
+  | 'bytes'
+  | 'endpoint'
+  | 'pairs';
 type EnvMeta = { kind: EnvKind; min?: number; max?: number; choices?: readonly string[] };
 const described = <T extends z.ZodType>(schema: T, meta: EnvMeta): T => schema.meta(meta);
 
@@ -168,6 +170,62 @@ const bearerToken = described(
   { kind: 'secret' },
 );
 
+/** An OTLP/HTTP collector URL (OTEL_EXPORTER_OTLP_*ENDPOINT). */
+const otlpEndpoint = described(
+  z.string().refine((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), {
+    message: 'expected an http:// or https:// URL of an OTLP/HTTP collector, e.g. http://otel-collector:4318',
+  }),
+  { kind: 'endpoint' },
+);
+
+/**
+ * `key=value,key2=value2` with percent-encoded values, as the OpenTelemetry spec writes headers and resource
+ * attributes. The message never repeats the value: headers carry credentials.
+ */
+const pairsText = z.string().transform((text, ctx) => {
+  const pairs: Record<string, string> = {};
+  for (const part of text.split(',')) {
+    if (part.trim() === '') continue;
+    const at = part.indexOf('=');
+    const key = at > 0 ? part.slice(0, at).trim() : '';
+    let value: string | undefined;
+    try {
+      value = at > 0 ? decodeURIComponent(part.slice(at + 1).trim()) : undefined;
+    } catch {
+      value = undefined;
+    }
+    if (key === '' || value === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'expected comma-separated key=value pairs, values percent-encoded, e.g. "api-key=abc,team=web" (value not shown)',
+      });
+      return z.NEVER;
+    }
+    pairs[key] = value;
+  }
+  return pairs;
+});
+const pairs = described(pairsText, { kind: 'pairs' });
+
+const OTLP_PROTOCOLS = ['http/json'] as const;
+const otlpProtocol = described(
+  z.string().refine((text) => (OTLP_PROTOCOLS as readonly string[]).includes(text), {
+    message:
+      'expected http/json: the relay exports OTLP over HTTP with JSON bodies, which every OTLP/HTTP collector accepts (grpc and http/protobuf are not built in)',
+  }),
+  { kind: 'enum', choices: OTLP_PROTOCOLS },
+);
+const TRACES_EXPORTERS = ['otlp', 'none'] as const;
+const SAMPLERS = [
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+  'always_on',
+  'always_off',
+  'traceidratio',
+] as const;
+
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 /**
@@ -224,6 +282,29 @@ const EnvSchema = z.object({
   RETENTION_DEAD: duration(3_600_000, 3650 * 86_400_000).default(30 * 86_400_000),
   RETENTION_INTERVAL: duration(1_000, 86_400_000).default(600_000),
   RETENTION_BATCH: integer(1, 100_000).default(1_000),
+  // OpenTelemetry tracing: the standard variables (https://opentelemetry.io/docs/specs/otel/configuration/
+  // sdk-environment-variables/), read here like every other knob. Tracing is on only with an endpoint.
+  OTEL_SDK_DISABLED: boolean.default(false),
+  OTEL_TRACES_EXPORTER: described(z.enum(TRACES_EXPORTERS), { kind: 'enum', choices: TRACES_EXPORTERS }).default(
+    'otlp',
+  ),
+  OTEL_EXPORTER_OTLP_ENDPOINT: otlpEndpoint.optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: otlpEndpoint.optional(),
+  OTEL_EXPORTER_OTLP_PROTOCOL: otlpProtocol.default('http/json'),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: otlpProtocol.default('http/json'),
+  OTEL_EXPORTER_OTLP_HEADERS: pairs.optional(),
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: pairs.optional(),
+  OTEL_SERVICE_NAME: described(z.string().min(1).max(255), { kind: 'text' }).default('outbox-relay'),
+  OTEL_RESOURCE_ATTRIBUTES: pairs.optional(),
+  OTEL_TRACES_SAMPLER: described(z.enum(SAMPLERS), { kind: 'enum', choices: SAMPLERS }).default(
+    'parentbased_always_on',
+  ),
+  OTEL_TRACES_SAMPLER_ARG: ratio.default(1),
+  // The batch span processor, in milliseconds and spans as the spec has them.
+  OTEL_BSP_SCHEDULE_DELAY: integer(0, 3_600_000).default(5_000),
+  OTEL_BSP_EXPORT_TIMEOUT: integer(1, 3_600_000).default(30_000),
+  OTEL_BSP_MAX_QUEUE_SIZE: integer(1, 1_000_000).default(2_048),
+  OTEL_BSP_MAX_EXPORT_BATCH_SIZE: integer(1, 1_000_000).default(512),
 });
 
 type Env = z.output<typeof EnvSchema>;
@@ -296,6 +377,24 @@ export type Config = Readonly<{
   retentionDeadMs: number;
   retentionIntervalMs: number;
   retentionBatch: number;
+  /** OpenTelemetry trace export; null (off) unless an OTLP endpoint is configured. */
+  tracing: TracingConfig | null;
+}>;
+
+/** What src/tracing needs to build its provider, read from the standard OTEL_* variables. */
+export type TracingConfig = Readonly<{
+  /** The full traces URL: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. */
+  url: string;
+  /** Sent with every export (signal-specific ones win). Never logged. */
+  headers: Readonly<Record<string, string>>;
+  serviceName: string;
+  resourceAttributes: Readonly<Record<string, string>>;
+  sampler: (typeof SAMPLERS)[number];
+  samplerRatio: number;
+  scheduledDelayMs: number;
+  exportTimeoutMs: number;
+  maxQueueSize: number;
+  maxExportBatchSize: number;
 }>;
 
 /**
@@ -364,6 +463,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retentionDeadMs: e.RETENTION_DEAD,
     retentionIntervalMs: e.RETENTION_INTERVAL,
     retentionBatch: e.RETENTION_BATCH,
+    tracing: tracingConfig(e),
   };
   deriveDefaults(config, (name) => name in present);
   checkRelations(config);
@@ -371,6 +471,36 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/**
+ * Tracing is on only when an endpoint is configured and neither OTEL_SDK_DISABLED nor OTEL_TRACES_EXPORTER=none
+ * turns it off: the OpenTelemetry default endpoint (localhost:4318) is not assumed, so a relay without these
+ * variables creates no provider and no exporter at all.
+ */
+function tracingConfig(e: Env): TracingConfig | null {
+  if (e.OTEL_SDK_DISABLED || e.OTEL_TRACES_EXPORTER === 'none') return null;
+  const base = e.OTEL_EXPORTER_OTLP_ENDPOINT;
+  const url = e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? (base === undefined ? undefined : tracesUrl(base));
+  if (url === undefined) return null;
+  return Object.freeze({
+    url,
+    headers: Object.freeze({ ...e.OTEL_EXPORTER_OTLP_HEADERS, ...e.OTEL_EXPORTER_OTLP_TRACES_HEADERS }),
+    serviceName: e.OTEL_SERVICE_NAME,
+    resourceAttributes: Object.freeze({ ...e.OTEL_RESOURCE_ATTRIBUTES }),
+    sampler: e.OTEL_TRACES_SAMPLER,
+    samplerRatio: e.OTEL_TRACES_SAMPLER_ARG,
+    scheduledDelayMs: e.OTEL_BSP_SCHEDULE_DELAY,
+    exportTimeoutMs: e.OTEL_BSP_EXPORT_TIMEOUT,
+    maxQueueSize: e.OTEL_BSP_MAX_QUEUE_SIZE,
+    // The spec's default batch (512) cannot exceed the queue: an unset batch size follows a smaller queue.
+    maxExportBatchSize: Math.min(e.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, e.OTEL_BSP_MAX_QUEUE_SIZE),
+  });
+}
+
+/** The spec's rule for the signal-agnostic endpoint: the signal's path appended to it. */
+function tracesUrl(base: string): string {
+  return `${base.replace(/\/+$/, '')}/v1/traces`;
+}
 
 function bounds(name: EnvName): { min: number; max: number } {
   const v = ENV_VARIABLES.find((variable) => variable.name === name);

@@ -45,6 +45,8 @@ export type Job = {
   /** jsonb text exactly as stored. */
   payload: string;
   createdAtMs: number;
+  /** The event's W3C trace context (webhooks.outbox.traceparent): each attempt continues it. */
+  traceparent: string | null;
 };
 
 /** What became of one attempt; a receiver's failure is data, not an exception. */

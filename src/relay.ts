@@ -37,6 +37,7 @@ import { startHealthServer } from './server/health.ts';
 import { createReadiness } from './server/readiness.ts';
 import { createSigner } from './signing/sign.ts';
 import { runSweep } from './sweep/sweep.ts';
+import { createTracing } from './tracing/tracing.ts';
 
 export type Relay = {
   /** The bound health/metrics port (HTTP_PORT=0 picks a free one). */
@@ -78,6 +79,8 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
     );
     await requireSchema(pool);
     const metrics = createMetrics();
+    // Released after everything that records spans (releases run last-opened first): queued spans are exported.
+    const tracing = hold(await createTracing(config.tracing, log), (t) => t.shutdown());
     const ssrf = {
       allowPrivateNetworks: config.allowPrivateNetworks,
       allowCidrs: config.allowedCidrs,
@@ -92,6 +95,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       signer: createSigner(),
       timeoutMs: config.requestTimeoutMs,
       retryAfterMaxMs: config.retryAfterMaxMs,
+      trace: tracing.attempt,
     });
     const breakers = hold(
       createBreakers({
@@ -176,18 +180,20 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       (s) => s.close(),
     );
 
-    const fanOut = createFanOut({
-      pool,
-      owner,
-      leaseMs: config.leaseMs,
-      roomWaitMs: config.fanoutRoomWaitMs,
-      log,
-      scheduler,
-      onFannedOut: metrics.fannedOut,
-      claiming: orphans.claiming,
-      live: { endpoints: endpointCache, ledger, persistAfterMs: config.persistAfterMs },
-      recording: (key) => writer.holds(key),
-    });
+    const fanOut = tracing.fanOut(
+      createFanOut({
+        pool,
+        owner,
+        leaseMs: config.leaseMs,
+        roomWaitMs: config.fanoutRoomWaitMs,
+        log,
+        scheduler,
+        onFannedOut: metrics.fannedOut,
+        claiming: orphans.claiming,
+        live: { endpoints: endpointCache, ledger, persistAfterMs: config.persistAfterMs },
+        recording: (key) => writer.holds(key),
+      }),
+    );
     const confirmedLsn = async () => {
       const lsn = await pool.maybeOneFirst(slotConfirmedLsn(config.slotName));
       return lsn === null ? undefined : parseLsn(lsn);

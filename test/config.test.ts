@@ -118,6 +118,10 @@ function alternatives(v: EnvVariable): string[] {
       return ['s3cr3t-metrics-token-0123456789'];
     case 'bytes':
       return around(v.default as number).map((n) => String(Math.round(n)));
+    case 'endpoint':
+      return ['http://otel-collector:4318', 'https://otlp.example.com/v1/traces'];
+    case 'pairs':
+      return ['api-key=abc', 'authorization=Bearer%20abc,team=web'];
   }
 }
 
@@ -191,5 +195,69 @@ describe('every variable set alone is accepted: defaults adapt to it', () => {
     });
     await untilReady(relay);
     expect(relay.stderr()).toBe('');
+  });
+});
+
+describe('OpenTelemetry variables', () => {
+  test('tracing is off unless an OTLP endpoint is set', () => {
+    expect(loadConfig({}).tracing).toBeNull();
+    expect(loadConfig({ OTEL_SERVICE_NAME: 'x', OTEL_TRACES_SAMPLER: 'always_on' }).tracing).toBeNull();
+  });
+
+  test('the signal-agnostic endpoint gets /v1/traces; the traces endpoint is used as is and wins', () => {
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).tracing).toMatchObject({
+      url: 'http://collector:4318/v1/traces',
+      serviceName: 'outbox-relay',
+      sampler: 'parentbased_always_on',
+    });
+    expect(
+      loadConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://traces.example.com/otlp',
+      }).tracing?.url,
+    ).toBe('https://traces.example.com/otlp');
+  });
+
+  test('OTEL_SDK_DISABLED and OTEL_TRACES_EXPORTER=none turn it off despite an endpoint', () => {
+    const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' };
+    expect(loadConfig({ ...endpoint, OTEL_SDK_DISABLED: 'true' }).tracing).toBeNull();
+    expect(loadConfig({ ...endpoint, OTEL_TRACES_EXPORTER: 'none' }).tracing).toBeNull();
+  });
+
+  test('headers (signal-specific ones win), resource attributes and batch settings are read', () => {
+    const tracing = loadConfig({
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+      OTEL_EXPORTER_OTLP_HEADERS: 'api-key=one,team=web',
+      OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'api-key=two%20three',
+      OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=prod',
+      OTEL_BSP_SCHEDULE_DELAY: '200',
+      OTEL_BSP_MAX_QUEUE_SIZE: '100',
+    }).tracing;
+    expect(tracing).toMatchObject({
+      headers: { 'api-key': 'two three', team: 'web' },
+      resourceAttributes: { 'deployment.environment': 'prod' },
+      scheduledDelayMs: 200,
+      maxQueueSize: 100,
+      maxExportBatchSize: 100, // the default 512 follows a smaller queue
+    });
+  });
+
+  test('bad values name the variable and what to fix, never echoing a header value', () => {
+    let message = '';
+    try {
+      loadConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+        OTEL_EXPORTER_OTLP_HEADERS: 'Bearer-s3cret-token',
+        OTEL_TRACES_SAMPLER: 'sometimes',
+      });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/OTEL_EXPORTER_OTLP_ENDPOINT: expected an http:\/\/ or https:\/\/ URL/);
+    expect(message).toMatch(/OTEL_EXPORTER_OTLP_PROTOCOL: expected http\/json/);
+    expect(message).toMatch(/OTEL_EXPORTER_OTLP_HEADERS: expected comma-separated key=value pairs/);
+    expect(message).toMatch(/OTEL_TRACES_SAMPLER: /);
+    expect(message).not.toContain('s3cret');
   });
 });

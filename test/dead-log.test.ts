@@ -39,6 +39,7 @@ const job: Job = {
   secrets: ['whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0'],
   maxInFlight: null,
   ratePerSecond: null,
+  traceparent: null,
   attempt: 1,
   eventType: 'invoice.paid',
   payload: '{"card":"4242"}',

@@ -12,6 +12,7 @@ const job = (deliveryId: string, endpointId: string, extra: Partial<Job> = {}): 
   secrets: ['whsec_test'],
   maxInFlight: null,
   ratePerSecond: null,
+  traceparent: null,
   attempt: 1,
   eventType: 'order.created',
   payload: '{}',

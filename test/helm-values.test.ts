@@ -60,7 +60,10 @@ function relayEnvNames(): string[] {
   loadConfig(env);
   return [...seen].sort();
 }
-const ENV_NAMES = relayEnvNames();
+// The standard OTEL_* variables are not chart knobs: they come through extraEnv (or the OpenTelemetry Operator's
+// injection), as for any other instrumented workload, so a Secret can hold OTEL_EXPORTER_OTLP_HEADERS.
+const OTEL_NAMES = relayEnvNames().filter((name) => name.startsWith('OTEL_'));
+const ENV_NAMES = relayEnvNames().filter((name) => !name.startsWith('OTEL_'));
 const SPECIAL = ['DATABASE_URL', 'WORKER_ID', 'METRICS_TOKEN'];
 
 /** `- name: X` / `value: {{ ... .Values.config.k ... }}` pairs of the "outbox-relay.env" template. */
@@ -91,6 +94,16 @@ describe('chart values validate against values.schema.json', () => {
     ['examples/sidecar-values.yaml (outboxRelay block)', coalesce(defaults, sidecar)],
   ])('%s is valid', (_name, values) => {
     expect(errorsOf(values)).toEqual([]);
+  });
+
+  test('the PrometheusRule and the dashboard switched on, with a selector and labels, are valid', () => {
+    const on = {
+      metrics: {
+        prometheusRule: { enabled: true, selector: 'job="shop", namespace="prod"', labels: { release: 'kps' } },
+      },
+      grafanaDashboard: { enabled: true, namespace: 'monitoring', annotations: { grafana_folder: 'Webhooks' } },
+    };
+    expect(errorsOf(coalesce(defaults, on))).toEqual([]);
   });
 
   test('Helm\'s "global" key, present when the chart is a dependency, is allowed', () => {
@@ -138,6 +151,30 @@ describe('chart values validate against values.schema.json', () => {
       'not',
     ],
     ['a config knob through extraEnv', { extraEnv: [{ name: 'LEASE', value: '5m' }] }, '/extraEnv/0/name', 'not'],
+    [
+      'an alert window in words',
+      { metrics: { prometheusRule: { deadDeliveries: { window: 'an hour' } } } },
+      '/metrics/prometheusRule/deadDeliveries/window',
+      'pattern',
+    ],
+    [
+      'a backlog threshold of 0',
+      { metrics: { prometheusRule: { backlogAge: { seconds: 0 } } } },
+      '/metrics/prometheusRule/backlogAge/seconds',
+      'exclusiveMinimum',
+    ],
+    [
+      'a retained-WAL threshold as a size string',
+      { metrics: { prometheusRule: { retainedWal: { bytes: '10GiB' } } } },
+      '/metrics/prometheusRule/retainedWal/bytes',
+      'type',
+    ],
+    [
+      'a rule selector in braces',
+      { metrics: { prometheusRule: { selector: '{job="shop"}' } } },
+      '/metrics/prometheusRule/selector',
+      'pattern',
+    ],
   ])('rejects %s at %s', (_name, override, path, keyword) => {
     const errors = errorsOf(coalesce(defaults, override));
     expect(errors.map((e) => `${e.instancePath} ${e.keyword}`)).toContain(`${path} ${keyword}`);
@@ -149,6 +186,8 @@ describe('chart values validate against values.schema.json', () => {
     ['a misspelt config knob', { config: { deliveryConcurency: 8 } }, '/config', 'deliveryConcurency'],
     ['a misspelt nested key', { serviceMonitor: { enable: true } }, '/serviceMonitor', 'enable'],
     ['a misspelt network policy key', { networkPolicy: { egress: [] } }, '/networkPolicy', 'egress'],
+    ['a misspelt rule key', { metrics: { prometheusRule: { enable: true } } }, '/metrics/prometheusRule', 'enable'],
+    ['a misspelt dashboard key', { grafanaDashboard: { label: { a: 'b' } } }, '/grafanaDashboard', 'label'],
     ['a token in plain text', { metricsTokenSecret: { value: 'x' } }, '/metricsTokenSecret', 'value'],
     ['a misspelt resources key', { resources: { limit: { memory: '1Gi' } } }, '/resources', 'limit'],
     [
@@ -216,6 +255,15 @@ describe('every relay environment variable is reachable from values', () => {
       schema.properties as Record<string, { items: { properties: { name: { not: { enum: string[] } } } } }>
     ).extraEnv!.items.properties.name.not.enum;
     expect([...items].sort()).toEqual(ENV_NAMES);
+  });
+
+  test('the OTEL_* variables the relay reads go through extraEnv, from a value or a Secret', () => {
+    expect(OTEL_NAMES).toEqual(expect.arrayContaining(['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME']));
+    const extraEnv = [
+      { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: 'http://otel-collector.observability:4318' },
+      { name: 'OTEL_EXPORTER_OTLP_HEADERS', valueFrom: { secretKeyRef: { name: 'otlp', key: 'headers' } } },
+    ];
+    expect(errorsOf(coalesce(defaults, { extraEnv }))).toEqual([]);
   });
 
   test("values.yaml's config defaults are the relay's own defaults", () => {

@@ -29,6 +29,7 @@ const job: Job = {
   secrets: ['s'],
   maxInFlight: null,
   ratePerSecond: null,
+  traceparent: null,
   attempt: 1,
   eventType: 't',
   payload: '{}',

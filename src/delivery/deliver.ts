@@ -1,6 +1,7 @@
 import { coerceError, isRelayError } from '../errors.ts';
 import type { Attempt, Job } from '../domain.ts';
 import type { Signer } from '../signing/sign.ts';
+import type { AttemptTrace } from '../tracing/tracing.ts';
 import type { HttpClient } from './http.ts';
 import { parseRetryAfter } from './retry.ts';
 import { checkUrl, SSRF_BLOCKED, type SsrfPolicy } from './ssrf.ts';
@@ -12,6 +13,8 @@ export type DeliverDeps = {
   timeoutMs: number;
   retryAfterMaxMs: number;
   userAgent?: string;
+  /** The attempt's trace: a traceparent header for the receiver and a span (undefined: the event has no trace). */
+  trace?: (job: Job) => AttemptTrace | undefined;
 };
 
 const MAX_CACHED_URLS = 10_000;
@@ -57,13 +60,22 @@ export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal
         durationMs: 0,
       };
     }
-    const headers = {
+    const headers: Record<string, string> = {
       'content-type': 'application/json',
       'user-agent': deps.userAgent ?? USER_AGENT,
       'webhook-id': msgId,
       'webhook-timestamp': String(timestampSec),
       'webhook-signature': signature,
     };
+    const trace = job.traceparent === null ? undefined : deps.trace?.(job);
+    if (trace === undefined) return send(job, headers, body, signal);
+    headers.traceparent = trace.traceparent; // the same trace id, this attempt's span id
+    const attempt = await send(job, headers, body, signal);
+    trace.end(attempt);
+    return attempt;
+  };
+
+  async function send(job: Job, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<Attempt> {
     const result = await deps.http.post(job.url, headers, body, { timeoutMs: deps.timeoutMs, signal });
     if (signal.aborted && isRelayError(signal.reason, 'LEASE_LOST')) {
       return { kind: 'lease-lost' };
@@ -92,5 +104,5 @@ export function createDeliver(deps: DeliverDeps): (job: Job, signal: AbortSignal
       durationMs: result.durationMs,
       ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
     };
-  };
+  }
 }

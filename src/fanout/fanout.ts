@@ -176,7 +176,14 @@ function runBatch(
         // Answered already, its outcome not yet written: that write (an upsert) takes this row over.
         if (deps.scheduler.adopt(jobKey(row), row.deliveryId) || deps.recording?.(jobKey(row))) return [];
         return [
-          { ...row, attempt: 1, eventType: event.eventType, payload: event.payload, createdAtMs: event.createdAtMs },
+          {
+            ...row,
+            attempt: 1,
+            eventType: event.eventType,
+            payload: event.payload,
+            createdAtMs: event.createdAtMs,
+            traceparent: event.traceparent,
+          },
         ];
       });
       leftPending = jobs.length < insertedRows.length;

@@ -123,6 +123,7 @@ function toJob(event: OutboxEvent, endpoint: CachedEndpoint, nowMs: number): Job
     eventType: event.eventType,
     payload: event.payload,
     createdAtMs: event.createdAtMs,
+    traceparent: event.traceparent,
   };
 }
 

@@ -72,6 +72,7 @@ function toJob(row: { [K in keyof Job]: Job[K] | null }): Job[] {
       eventType,
       payload,
       createdAtMs,
+      traceparent: row.traceparent,
       url,
       secrets,
       maxInFlight: row.maxInFlight,

@@ -14,6 +14,7 @@ const ClaimRow = z.object({
   eventType: z.string().nullable(),
   payload: z.string().nullable(),
   createdAtMs: z.number().nullable(),
+  traceparent: z.string().nullable(),
   url: z.string().nullable(),
   tenant: z.string().nullable(),
   secrets: z.array(z.string()).nullable(),
@@ -99,7 +100,7 @@ export const claimFair = (
     WHERE d.id = ANY (ARRAY(SELECT due.id FROM due)) AND o.id = d.outbox_id AND ep.id = d.endpoint_id
     RETURNING d.id AS "deliveryId", d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId",
               d.attempts AS attempt, o.event_type AS "eventType", o.payload::text AS payload,
-              o.created_at AS "createdAtMs", ${endpointColumns}
+              o.created_at AS "createdAtMs", o.traceparent, ${endpointColumns}
   ), more AS (
     -- Endpoints with a due row beyond what this claim took (rows a peer holds locked count too: conservative).
     SELECT coalesce(array_agg(e.endpoint_id::text), '{}') AS ids FROM eligible e
