@@ -44,6 +44,6 @@ if (name === '--help' || name === '-h' || name === 'help') {
     // Startup errors are for a human: one clear message, no stack, unless it is a bug.
     if (err instanceof RelayError) process.stderr.write(`outbox-relay: ${err.message}\n`);
     else process.stderr.write(`outbox-relay: unexpected error: ${coerceError(err).stack ?? String(err)}\n`);
-    process.exitCode = err instanceof RelayError && err.code === 'USAGE' ? 2 : 1;
+    process.exitCode = err instanceof RelayError && (err.code === 'USAGE' || err.code === 'INVALID_REQUEST') ? 2 : 1;
   }
 }
