@@ -30,6 +30,7 @@ export type EnvKind =
   | 'text'
   | 'address'
   | 'secret'
+  | 'secrets'
   | 'bytes';
 type EnvMeta = { kind: EnvKind; min?: number; max?: number; choices?: readonly string[] };
 const described = <T extends z.ZodType>(schema: T, meta: EnvMeta): T => schema.meta(meta);
@@ -168,6 +169,25 @@ const bearerToken = described(
   { kind: 'secret' },
 );
 
+// A comma-separated list of bearer tokens; like bearerToken, the message never repeats a value.
+const bearerTokens = described(
+  z.string().transform((text, ctx) => {
+    const tokens = text
+      .split(',')
+      .map((t) => t.trim())
+      .filter((t) => t !== '');
+    if (tokens.length === 0 || tokens.some((t) => !/^[\x21-\x2b\x2d-\x7e]{16,4096}$/.test(t))) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'expected comma-separated tokens of 16-4096 printable characters without spaces (values not shown)',
+      });
+      return z.NEVER;
+    }
+    return tokens;
+  }),
+  { kind: 'secrets' },
+);
+
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 /**
@@ -223,6 +243,13 @@ const EnvSchema = z.object({
   RETENTION_DEAD: duration(3_600_000, 3650 * 86_400_000).default(30 * 86_400_000),
   RETENTION_INTERVAL: duration(1_000, 86_400_000).default(600_000),
   RETENTION_BATCH: integer(1, 100_000).default(1_000),
+  // `outbox-relay console` only; the relay never reads them.
+  CONSOLE_HOST: bindAddress.default('127.0.0.1'),
+  CONSOLE_PORT: integer(0, 65535).default(8081),
+  CONSOLE_TOKENS: bearerTokens.default([]),
+  CONSOLE_READ_TOKENS: bearerTokens.default([]),
+  CONSOLE_SESSION_TTL: duration(60_000, 30 * 86_400_000).default(12 * 3_600_000),
+  CONSOLE_SECURE_COOKIE: boolean.default(false),
 });
 
 type Env = z.output<typeof EnvSchema>;
@@ -293,6 +320,17 @@ export type Config = Readonly<{
   retentionDeadMs: number;
   retentionIntervalMs: number;
   retentionBatch: number;
+  console: Readonly<{
+    host: string;
+    port: number;
+    /** Full-access bearer tokens. Never logged. */
+    tokens: readonly string[];
+    /** Read-only bearer tokens. Never logged. */
+    readTokens: readonly string[];
+    sessionTtlMs: number;
+    /** Mark the session cookie Secure: set it when TLS terminates in front of the console. */
+    secureCookie: boolean;
+  }>;
 }>;
 
 /**
@@ -360,6 +398,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retentionDeadMs: e.RETENTION_DEAD,
     retentionIntervalMs: e.RETENTION_INTERVAL,
     retentionBatch: e.RETENTION_BATCH,
+    console: Object.freeze({
+      host: e.CONSOLE_HOST,
+      port: e.CONSOLE_PORT,
+      tokens: Object.freeze(e.CONSOLE_TOKENS),
+      readTokens: Object.freeze(e.CONSOLE_READ_TOKENS),
+      sessionTtlMs: e.CONSOLE_SESSION_TTL,
+      secureCookie: e.CONSOLE_SECURE_COOKIE,
+    }),
   };
   deriveDefaults(config, (name) => name in present);
   checkRelations(config);

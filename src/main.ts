@@ -10,9 +10,10 @@ const COMMANDS = {
   deliveries: () => import('./cli/deliveries.ts'),
   replay: () => import('./cli/replay.ts'),
   grants: () => import('./cli/grants.ts'),
+  console: () => import('./cli/console.ts'),
 } as const;
 
-const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveries|replay|grants|demo]
+const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveries|replay|grants|console|demo]
 
   run         stream the outbox and deliver webhooks (default)
   migrate     create or upgrade the schema, publication and replication slot, then exit
@@ -23,6 +24,7 @@ const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveri
   replay      move dead deliveries back to pending (filters or --all; --dry-run counts);
               parked deliveries (pending on a disabled endpoint) go out with "endpoints enable ID"
   grants      --role NAME: print the GRANT statements "run" needs as that role (least privilege)
+  console     serve the operator web console and the REST API /api/v1 (CONSOLE_* variables; never part of run)
   demo        embedded Postgres + local receiver + relay: watch events arrive, then exit
 
 status, endpoints, deliveries, replay and grants take --json (one JSON document on stdout) and --help.

@@ -33,7 +33,11 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
   return [line(headers), ...safe.map(line)];
 }
 
-export const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+export function iso(ms: number): string;
+export function iso(ms: number | null): string | null;
+export function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
 
 /** `12s ago`, `in 3m`, `-` for null: display only, on this machine's clock. */
 export function when(ms: number | null, nowMs = Date.now()): string {
