@@ -3,23 +3,10 @@ import { sql } from 'slonik';
 import { Webhook } from 'standardwebhooks';
 import { expect } from 'vitest';
 import { z } from 'zod';
-import { createLoginLimiter } from '../src/console/auth.ts';
-import { test as base } from './fixtures.ts';
-import { FULL_TOKEN, READ_TOKEN, startTestConsole, type TestConsole } from './support/console.ts';
+import { test } from './fixtures.ts';
+import { FULL_TOKEN, READ_TOKEN } from './support/console.ts';
 import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
 import { until } from './support/until.ts';
-
-const test = base.extend<{ consoleServer: (env?: Record<string, string>) => Promise<TestConsole> }>({
-  consoleServer: async ({ db }, use) => {
-    const started: TestConsole[] = [];
-    await use(async (env = {}) => {
-      const c = await startTestConsole(db, env, { loginLimiter: createLoginLimiter({ maxFailures: 3 }) });
-      started.push(c);
-      return c;
-    });
-    for (const c of started) await c.close();
-  },
-});
 
 /** The routes DESIGN.md lists, as the OpenAPI document must name them. */
 const ROUTES = [
@@ -72,9 +59,9 @@ async function deadDeliveries(
 test('every request needs a token: none or a wrong one is 401, a read-only token reads and gets 403 on every POST', async ({
   db,
   receiver,
-  consoleServer,
+  startConsole,
 }) => {
-  const c = await consoleServer();
+  const c = await startConsole();
   const { id } = await addEndpoint(db, receiver.url);
 
   const none = await c.api('GET', '/api/v1/status', { token: null });
@@ -113,11 +100,11 @@ test('every request needs a token: none or a wrong one is 401, a read-only token
 test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas describe what the routes return', async ({
   db,
   receiver,
-  consoleServer,
+  startConsole,
   startRelay,
 }) => {
   receiver.reply(() => ({ status: 500 }));
-  const c = await consoleServer();
+  const c = await startConsole();
   const { status, body: doc } = await c.api<OpenApi>('GET', '/api/v1/openapi.json');
   expect(status).toBe(200);
   expect(doc.openapi).toBe('3.1.0');
@@ -159,10 +146,10 @@ test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas d
 test('endpoints: listed and shown with secrets masked; disable, enable, and a rotated secret returned once that signs', async ({
   db,
   receiver,
-  consoleServer,
+  startConsole,
   startRelay,
 }) => {
-  const c = await consoleServer();
+  const c = await startConsole();
   const { id, secret } = await addEndpoint(db, receiver.url);
   const other = await addEndpoint(db, `${receiver.url}/t`, { eventTypes: ['never'] });
   await db.pool.query(sql.unsafe`UPDATE webhooks.endpoints SET tenant = NULL`);
@@ -213,12 +200,12 @@ test('endpoints: listed and shown with secrets masked; disable, enable, and a ro
 test('deliveries: filters, msg_ search, cursor pages, and one delivery with its attempts and response snippets', async ({
   db,
   receiver,
-  consoleServer,
+  startConsole,
   startRelay,
 }) => {
   receiver.reply(() => ({ status: 500, body: '<script>alert(1)</script> upstream down' }));
   const { endpoint, outboxIds } = await deadDeliveries(db, receiver.url, 3, startRelay);
-  const c = await consoleServer();
+  const c = await startConsole();
   type Page = {
     deliveries: { id: string; webhookId: string; status: string }[];
     truncated: boolean;
@@ -268,13 +255,13 @@ test('deliveries: filters, msg_ search, cursor pages, and one delivery with its 
 test('replay redelivers: the dry-run count is what is then moved, and the fixed receiver gets every one', async ({
   db,
   receiver,
-  consoleServer,
+  startConsole,
   startRelay,
 }) => {
   let fixed = false;
   receiver.reply(() => ({ status: fixed ? 204 : 500 }));
   const { endpoint, outboxIds } = await deadDeliveries(db, receiver.url, 4, startRelay);
-  const c = await consoleServer();
+  const c = await startConsole();
 
   const refused = await c.api('POST', '/api/v1/replay', { body: {} });
   expect(refused.status).toBe(400);

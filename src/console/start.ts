@@ -7,6 +7,9 @@ import { createOperations } from '../ops/operations.ts';
 import type { LoginLimiter } from './auth.ts';
 import { buildConsole } from './server.ts';
 
+/** How long `close` waits for requests in flight before it cuts the remaining connections. */
+const CLOSE_GRACE_MS = 1_000;
+
 export type RunningConsole = { url: string; close(): Promise<void> };
 
 /**
@@ -49,7 +52,11 @@ export async function startConsole(
     return {
       url,
       close: async () => {
+        // Requests in flight finish; a browser's open keep-alive or preconnected sockets (a socket that never
+        // carried a request counts as active, and would hold the close until the headers timeout) are cut after a short grace.
+        const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
         await app.close();
+        clearTimeout(cut);
         await pool.end();
       },
     };
