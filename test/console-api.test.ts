@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { test } from './fixtures.ts';
 import { FULL_TOKEN, READ_TOKEN } from './support/console.ts';
 import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
+import { relayEnv } from './support/relay.ts';
 import { until } from './support/until.ts';
 
 /** The routes DESIGN.md lists, as the OpenAPI document must name them. */
@@ -290,4 +291,26 @@ test('replay redelivers: the dry-run count is what is then moved, and the fixed 
   expect(
     (await c.api('POST', '/api/v1/replay', { body: { ids: [ids.body.deliveries[0]!.id], dryRun: true } })).body,
   ).toMatchObject({ matched: 0 });
+});
+
+test('`outbox-relay console` refuses to start without a token, serves with one, and exits 0 on SIGTERM', async ({
+  db,
+  spawnRelay,
+}) => {
+  const open = spawnRelay(relayEnv(db, { CONSOLE_PORT: '0' }), ['console']);
+  expect(await open.exited).toMatchObject({ code: 1 });
+  expect(open.stderr()).toContain('the console needs at least one token: set CONSOLE_TOKENS');
+
+  const served = spawnRelay(relayEnv(db, { CONSOLE_PORT: '0', CONSOLE_READ_TOKENS: READ_TOKEN, LOG_LEVEL: 'info' }), [
+    'console',
+  ]);
+  const url = await until(() => /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(served.stdout())?.[1], {
+    what: 'console listening',
+  });
+  expect(served.stdout()).not.toContain(READ_TOKEN);
+  const res = await fetch(`${url}/api/v1/status`, { headers: { authorization: `Bearer ${READ_TOKEN}` } });
+  expect(res.status).toBe(200);
+  expect(await res.json()).toMatchObject({ ok: true, slot: { name: db.slotName } });
+  served.kill('SIGTERM');
+  expect(await served.exited).toMatchObject({ code: 0 });
 });
