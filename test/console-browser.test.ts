@@ -158,7 +158,9 @@ test('rotating a secret shows it once; the endpoint page never shows it again', 
   const { id } = await addEndpoint(db, receiver.url);
   const c = await startConsole();
   const { page, incidents } = await openPage();
-  await signIn(page, c, FULL_TOKEN, `/endpoints/${id}`);
+  await signIn(page, c, FULL_TOKEN, '/endpoints');
+  await page.getByRole('link', { name: receiver.url }).click();
+  await page.waitForURL((u) => u.pathname === `/endpoints/${id}`);
   await page.getByLabel('Old secret keeps signing for (hours)').fill('0');
   await page.getByRole('button', { name: 'Rotate secret' }).click();
   const secret = await page.getByLabel('New signing secret').inputValue();

@@ -196,13 +196,12 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
 
   app.get('/endpoints', async (req, reply) => {
     const tenant = present(req.query as Record<string, unknown>).tenant;
-    const page = await ops.listEndpoints({ tenant, limit: 100 });
-    const health = await Promise.all(page.endpoints.map((e) => ops.endpoint(e.id)));
+    const page = await ops.endpointsHealth({ tenant, limit: 100 });
     const body = html` <form method="get" action="/endpoints" class="filters">
         <label for="f-tenant">Tenant</label> <input id="f-tenant" name="tenant" value="${tenant ?? ''}" />
         <button type="submit">Filter</button>
       </form>
-      ${endpointTable(health.filter((e): e is EndpointHealthRow => e !== null))}
+      ${endpointTable(page.endpoints)}
       ${page.truncated ? html`<p class="hint">First 100 shown; filter by tenant to narrow.</p>` : ''}`;
     return sendPage(reply, layout('Endpoints', req.role, body, '/endpoints'));
   });
@@ -642,7 +641,7 @@ function deliveryDetail(d: DeliveryRow, attempts: readonly AttemptRow[], role: R
                     ${a.durationMs === null ? '-' : `${a.durationMs} ms`}${a.workerId === null ? '' : html` · <span class="sub">${text(a.workerId)}</span>`}
                   </p>
                   <p>${text(a.error)}</p>
-                  ${a.responseSnippet === null || a.responseSnippet === '' ? '' : html`<pre class="snippet" aria-label="Response body of attempt ${a.attempt}">${a.responseSnippet}</pre>`}
+                  ${a.responseSnippet === null || a.responseSnippet === '' ? '' : html`<pre class="snippet">${a.responseSnippet}</pre>`}
                 </li>`,
             )}
             ${

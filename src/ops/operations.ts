@@ -136,7 +136,14 @@ export function createOperations(pool: DatabasePool, { slotName }: { slotName: s
     },
 
     /** One endpoint with its last hour and backlog; null when there is none with that id. */
-    endpoint: (id: string): Promise<EndpointHealthRow | null> => pool.maybeOne(endpointHealth(1, id)),
+    endpoint: (id: string): Promise<EndpointHealthRow | null> => pool.maybeOne(endpointHealth(1, { id })),
+
+    /** Endpoints with their last hour and backlog (or one tenant's), troubled ones first. */
+    async endpointsHealth({ tenant, limit }: { tenant?: string; limit?: number } = {}) {
+      const size = pageSize(limit, 100);
+      const rows = await pool.any(endpointHealth(size + 1, { tenant }));
+      return { endpoints: rows.slice(0, size), truncated: rows.length > size };
+    },
 
     /** Its pending deliveries stay parked until it is enabled again. */
     disableEndpoint: (id: string, reason?: string): Promise<EndpointRow | null> =>

@@ -99,11 +99,14 @@ export type EndpointHealthRow = z.infer<typeof Health>;
  * Endpoints with their last hour and their backlog. Troubled ones first (disabled, then failing longest), so a
  * limited page shows what needs attention; the counts are computed only for the rows on the page.
  */
-export const endpointHealth = (limit: number, id?: string) => sql.type(Health)`
+export const endpointHealth = (limit: number, { id, tenant }: { id?: string; tenant?: string } = {}) => sql.type(
+  Health,
+)`
   SELECT ${endpointColumns}, ds.delivered AS "deliveredLastHour", fa.failed AS "failedAttemptsLastHour",
          ds.pending, ds.delivering, ds.dead
   FROM (SELECT * FROM webhooks.endpoints ep
         WHERE ${id === undefined ? sql.fragment`true` : sql.fragment`ep.id = ${id}`}
+          AND ${tenant === undefined ? sql.fragment`true` : sql.fragment`ep.tenant = ${tenant}`}
         ORDER BY ep.enabled, ep.failing_since NULLS LAST, ep.created_at, ep.id
         LIMIT ${literalInt(limit)}) ep
   CROSS JOIN LATERAL (
