@@ -32,7 +32,8 @@ export type EnvKind =
   | 'secret'
   | 'bytes'
   | 'endpoint'
-  | 'pairs';
+  | 'pairs'
+  | 'secrets';
 type EnvMeta = { kind: EnvKind; min?: number; max?: number; choices?: readonly string[] };
 const described = <T extends z.ZodType>(schema: T, meta: EnvMeta): T => schema.meta(meta);
 
@@ -225,6 +226,24 @@ const SAMPLERS = [
   'always_off',
   'traceidratio',
 ] as const;
+// A comma-separated list of bearer tokens; like bearerToken, the message never repeats a value.
+const bearerTokens = described(
+  z.string().transform((text, ctx) => {
+    const tokens = text
+      .split(',')
+      .map((t) => t.trim())
+      .filter((t) => t !== '');
+    if (tokens.length === 0 || tokens.some((t) => !/^[\x21-\x2b\x2d-\x7e]{16,4096}$/.test(t))) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'expected comma-separated tokens of 16-4096 printable characters without spaces (values not shown)',
+      });
+      return z.NEVER;
+    }
+    return tokens;
+  }),
+  { kind: 'secrets' },
+);
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
@@ -305,6 +324,13 @@ const EnvSchema = z.object({
   OTEL_BSP_EXPORT_TIMEOUT: integer(1, 3_600_000).default(30_000),
   OTEL_BSP_MAX_QUEUE_SIZE: integer(1, 1_000_000).default(2_048),
   OTEL_BSP_MAX_EXPORT_BATCH_SIZE: integer(1, 1_000_000).default(512),
+  // `outbox-relay console` only; the relay never reads them.
+  CONSOLE_HOST: bindAddress.default('127.0.0.1'),
+  CONSOLE_PORT: integer(0, 65535).default(8081),
+  CONSOLE_TOKENS: bearerTokens.default([]),
+  CONSOLE_READ_TOKENS: bearerTokens.default([]),
+  CONSOLE_SESSION_TTL: duration(60_000, 30 * 86_400_000).default(12 * 3_600_000),
+  CONSOLE_SECURE_COOKIE: boolean.default(false),
 });
 
 type Env = z.output<typeof EnvSchema>;
@@ -379,6 +405,17 @@ export type Config = Readonly<{
   retentionBatch: number;
   /** OpenTelemetry trace export; null (off) unless an OTLP endpoint is configured. */
   tracing: TracingConfig | null;
+  console: Readonly<{
+    host: string;
+    port: number;
+    /** Full-access bearer tokens. Never logged. */
+    tokens: readonly string[];
+    /** Read-only bearer tokens. Never logged. */
+    readTokens: readonly string[];
+    sessionTtlMs: number;
+    /** Mark the session cookie Secure: set it when TLS terminates in front of the console. */
+    secureCookie: boolean;
+  }>;
 }>;
 
 /** What src/tracing needs to build its provider, read from the standard OTEL_* variables. */
@@ -464,6 +501,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retentionIntervalMs: e.RETENTION_INTERVAL,
     retentionBatch: e.RETENTION_BATCH,
     tracing: tracingConfig(e),
+    console: Object.freeze({
+      host: e.CONSOLE_HOST,
+      port: e.CONSOLE_PORT,
+      tokens: Object.freeze(e.CONSOLE_TOKENS),
+      readTokens: Object.freeze(e.CONSOLE_READ_TOKENS),
+      sessionTtlMs: e.CONSOLE_SESSION_TTL,
+      secureCookie: e.CONSOLE_SECURE_COOKIE,
+    }),
   };
   deriveDefaults(config, (name) => name in present);
   checkRelations(config);

@@ -19,7 +19,9 @@ export type RelayErrorCode =
   | 'DB_DEADLINE'
   /** A supervised loop ended or failed while the relay was not stopping: the relay stops and exits non-zero. */
   | 'LOOP_FAILED'
-  | 'USAGE';
+  | 'USAGE'
+  /** An operator request (CLI, management API or console) breaks an operations rule; the message says which. */
+  | 'INVALID_REQUEST';
 
 /** An error the relay understands; branch on `code`, never on `message`. */
 export class RelayError extends Error {

@@ -10,9 +10,10 @@ const COMMANDS = {
   deliveries: () => import('./cli/deliveries.ts'),
   replay: () => import('./cli/replay.ts'),
   grants: () => import('./cli/grants.ts'),
+  console: () => import('./cli/console.ts'),
 } as const;
 
-const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveries|replay|grants|demo]
+const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveries|replay|grants|console|demo]
 
   run         stream the outbox and deliver webhooks (default)
   migrate     create or upgrade the schema, publication and replication slot, then exit
@@ -23,6 +24,7 @@ const USAGE = `usage: outbox-relay [run|migrate|repair|status|endpoints|deliveri
   replay      move dead deliveries back to pending (filters or --all; --dry-run counts);
               parked deliveries (pending on a disabled endpoint) go out with "endpoints enable ID"
   grants      --role NAME: print the GRANT statements "run" needs as that role (least privilege)
+  console     serve the operator web console and the REST API /api/v1 (CONSOLE_* variables; never part of run)
   demo        embedded Postgres + local receiver + relay: watch events arrive, then exit
 
 status, endpoints, deliveries, replay and grants take --json (one JSON document on stdout) and --help.
@@ -44,6 +46,6 @@ if (name === '--help' || name === '-h' || name === 'help') {
     // Startup errors are for a human: one clear message, no stack, unless it is a bug.
     if (err instanceof RelayError) process.stderr.write(`outbox-relay: ${err.message}\n`);
     else process.stderr.write(`outbox-relay: unexpected error: ${coerceError(err).stack ?? String(err)}\n`);
-    process.exitCode = err instanceof RelayError && err.code === 'USAGE' ? 2 : 1;
+    process.exitCode = err instanceof RelayError && (err.code === 'USAGE' || err.code === 'INVALID_REQUEST') ? 2 : 1;
   }
 }

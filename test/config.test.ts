@@ -116,6 +116,8 @@ function alternatives(v: EnvVariable): string[] {
       return ['127.0.0.1', '0.0.0.0', '::1', '::'];
     case 'secret':
       return ['s3cr3t-metrics-token-0123456789'];
+    case 'secrets':
+      return ['s3cr3t-console-token-0123456789', 'first-console-token-0123, second-console-token-4567'];
     case 'bytes':
       return around(v.default as number).map((n) => String(Math.round(n)));
     case 'endpoint':

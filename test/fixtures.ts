@@ -1,4 +1,6 @@
 import { test as base } from 'vitest';
+import { createLoginLimiter } from '../src/console/auth.ts';
+import { startTestConsole, type TestConsole } from './support/console.ts';
 import { cloneTemplate, type TestDb } from './support/postgres.ts';
 import { startReceiver, type Receiver } from './support/receiver.ts';
 import { spawnRelay, type RelayProcess } from './support/relay-process.ts';
@@ -9,12 +11,21 @@ export type StartRelay = (env?: Record<string, string>, state?: 'streaming' | 's
 /** Spawns `outbox-relay <args>` as a child process; it is resumed and killed when the test ends. */
 export type SpawnRelay = (env: Record<string, string>, args?: string | string[]) => RelayProcess;
 
+/** Starts `outbox-relay console` in this process over the test's database (tokens: support/console.ts). */
+export type StartConsole = (env?: Record<string, string>) => Promise<TestConsole>;
+
 /**
  * Each test gets its own database (with its own slot) and a fresh receiver. Relays started through `startRelay`
  * or `spawnRelay` are torn down before the database is dropped (fixtures tear down in reverse order), so a test
  * needs no try/finally of its own.
  */
-export const test = base.extend<{ db: TestDb; receiver: Receiver; startRelay: StartRelay; spawnRelay: SpawnRelay }>({
+export const test = base.extend<{
+  db: TestDb;
+  receiver: Receiver;
+  startRelay: StartRelay;
+  spawnRelay: SpawnRelay;
+  startConsole: StartConsole;
+}>({
   db: async ({}, use) => {
     const db = await cloneTemplate();
     await use(db);
@@ -50,5 +61,16 @@ export const test = base.extend<{ db: TestDb; receiver: Receiver; startRelay: St
       relay.kill('SIGKILL');
       await relay.exited;
     }
+  },
+
+  startConsole: async ({ db }, use) => {
+    const started: TestConsole[] = [];
+    await use(async (env = {}) => {
+      // Three failed sign-ins per address and minute, so a test can reach the limit quickly.
+      const c = await startTestConsole(db, env, { loginLimiter: createLoginLimiter({ maxFailures: 3 }) });
+      started.push(c);
+      return c;
+    });
+    for (const c of started) await c.close();
   },
 });

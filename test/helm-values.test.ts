@@ -62,8 +62,11 @@ function relayEnvNames(): string[] {
 }
 // The standard OTEL_* variables are not chart knobs: they come through extraEnv (or the OpenTelemetry Operator's
 // injection), as for any other instrumented workload, so a Secret can hold OTEL_EXPORTER_OTLP_HEADERS.
-const OTEL_NAMES = relayEnvNames().filter((name) => name.startsWith('OTEL_'));
-const ENV_NAMES = relayEnvNames().filter((name) => !name.startsWith('OTEL_'));
+const ALL_ENV_NAMES = relayEnvNames();
+const OTEL_NAMES = ALL_ENV_NAMES.filter((name) => name.startsWith('OTEL_'));
+/** The console's own variables: set by templates/console.yaml from console.*, never on a relay container. */
+const CONSOLE_ENV_NAMES = ALL_ENV_NAMES.filter((name) => name.startsWith('CONSOLE_'));
+const ENV_NAMES = ALL_ENV_NAMES.filter((name) => !name.startsWith('CONSOLE_') && !name.startsWith('OTEL_'));
 const SPECIAL = ['DATABASE_URL', 'WORKER_ID', 'METRICS_TOKEN'];
 
 /** `- name: X` / `value: {{ ... .Values.config.k ... }}` pairs of the "outbox-relay.env" template. */
@@ -333,6 +336,73 @@ describe('network policy', () => {
     );
     expect(v6?.cidr).toBe('::/0');
     expect(v6?.except).toEqual(expect.arrayContaining(['fc00::/7', 'fe80::/10']));
+  });
+});
+
+describe('console', () => {
+  const template = text(`${CHART}templates/console.yaml`);
+  const consoleValues = (override: Values) => coalesce(defaults, { console: override });
+
+  test('is off by default; enabled, it needs a token Secret and validates', () => {
+    expect(defaults.console).toMatchObject({ enabled: false, replicaCount: 1, port: 8081, secureCookie: false });
+    expect(template).toMatch(/^\{\{- if \.Values\.console\.enabled \}\}/);
+    expect(template).toMatch(
+      /\{\{- if not \(or \$c\.tokensSecret\.name \$c\.readTokensSecret\.name\) \}\}\n\{\{- fail /,
+    );
+    expect(errorsOf(consoleValues({ enabled: true, tokensSecret: { name: 'console-tokens', key: 'tokens' } }))).toEqual(
+      [],
+    );
+    expect(errorsOf(consoleValues({ enabled: true, readTokensSecret: { name: 'ro', key: 'tokens' } }))).toEqual([]);
+    const open = errorsOf(consoleValues({ enabled: true }));
+    expect(open.map((e) => e.keyword)).toContain('anyOf');
+  });
+
+  test.each([
+    ['two replicas (sessions are per process)', { replicaCount: 2 }, '/console/replicaCount', 'maximum'],
+    ['a port above 65535', { port: 70_000 }, '/console/port', 'maximum'],
+    ['a session ttl in words', { sessionTtl: 'a day' }, '/console/sessionTtl', 'pattern'],
+    ['a host name as bind address', { host: 'localhost' }, '/console/host', 'pattern'],
+    ['a quoted boolean', { secureCookie: 'yes' }, '/console/secureCookie', 'type'],
+  ])('rejects %s', (_name, override, path, keyword) => {
+    const errors = errorsOf(consoleValues(override));
+    expect(errors.map((e) => `${e.instancePath} ${e.keyword}`)).toContain(`${path} ${keyword}`);
+  });
+
+  test('rejects tokens in plain text, naming the key', () => {
+    expect(errorsOf(consoleValues({ tokens: 'x' }))).toContainEqual(
+      expect.objectContaining({ instancePath: '/console', params: { additionalProperty: 'tokens' } }),
+    );
+  });
+
+  test('runs `outbox-relay console` with every CONSOLE_* variable, tokens only from Secrets', () => {
+    expect(template).toMatch(/args: \["console"\]/);
+    const set = [...template.matchAll(/- name: (CONSOLE_[A-Z_]+)/g)].map((m) => m[1]).sort();
+    expect(set).toEqual(CONSOLE_ENV_NAMES);
+    for (const name of ['CONSOLE_TOKENS', 'CONSOLE_READ_TOKENS']) {
+      expect(template).toMatch(new RegExp(`- name: ${name}\\n\\s+valueFrom:\\n\\s+secretKeyRef:`));
+    }
+    expect(template).toMatch(/- name: DATABASE_URL\n\s+valueFrom:\n\s+secretKeyRef:/);
+  });
+
+  test('its pods carry a name of their own, so the relay Service, PDB and NetworkPolicy never select them', () => {
+    expect(helpers).toMatch(
+      /define "outbox-relay\.consoleSelectorLabels"[\s\S]*?app\.kubernetes\.io\/name: \{\{ include "outbox-relay\.name" \. \}\}-console/,
+    );
+    expect([...template.matchAll(/include "outbox-relay\.(\w+)"/g)].map((m) => m[1])).not.toContain('selectorLabels');
+  });
+
+  test("the values render a configuration the console accepts, with the console's defaults", () => {
+    const c = defaults.console as Values;
+    const env = {
+      DATABASE_URL: 'postgres://u:p@db/app',
+      CONSOLE_HOST: String(c.host),
+      CONSOLE_PORT: String(c.port),
+      CONSOLE_SESSION_TTL: String(c.sessionTtl),
+      CONSOLE_SECURE_COOKIE: String(c.secureCookie),
+      CONSOLE_TOKENS: 'a-console-token-0123456789',
+    };
+    expect(loadConfig(env).console).toMatchObject({ port: 8081, sessionTtlMs: 12 * 3_600_000, secureCookie: false });
+    expect(loadConfig({ DATABASE_URL: env.DATABASE_URL }).console.port).toBe(c.port);
   });
 });
 

@@ -9,10 +9,11 @@ import {
   tenantArg,
   usageError,
   wantsHelp,
-  withDatabase,
+  withOperations,
 } from '../ops/args.ts';
+import { LIMITS } from '../ops/operations.ts';
 import { deliveryJson, deliveryTable } from '../ops/format.ts';
-import { listDeliveries, STATUSES } from '../ops/queries.ts';
+import { STATUSES } from '../ops/queries.ts';
 
 const USAGE = `usage: outbox-relay deliveries list [--status pending|delivering|delivered|dead] [--endpoint ID]
                                     [--tenant T] [--event-type T] [--since 1h] [--until 10m] [--limit 50] [--json]`;
@@ -55,11 +56,9 @@ export async function main(args: string[]): Promise<number> {
     sinceMs: durationArg(values.since, '--since', USAGE),
     untilMs: durationArg(values.until, '--until', USAGE, { zeroOk: true }),
   };
-  const limit = intArg(values.limit, '--limit', USAGE, 50, 1000);
-  return withDatabase('deliveries', async (pool) => {
-    const rows = await pool.any(listDeliveries(filter, limit + 1));
-    const shown = rows.slice(0, limit);
-    const truncated = rows.length > limit;
+  const limit = intArg(values.limit, '--limit', USAGE, 50, LIMITS.pageMax);
+  return withOperations('deliveries', async (ops) => {
+    const { deliveries: shown, truncated } = await ops.listDeliveries(filter, { limit });
     if (values.json === true) {
       printJson({ deliveries: shown.map(deliveryJson), truncated });
       return 0;

@@ -1,6 +1,5 @@
 // `endpoints add` and `endpoints rotate-secret`: the two commands that create a secret, and the only places a
 // full secret is ever printed (once).
-import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,18 +17,14 @@ import {
   usageError,
   uuidArg,
   withDatabase,
+  withOperations,
 } from '../ops/args.ts';
 import { endpointJson, iso, printable, when } from '../ops/format.ts';
-import { insertEndpoint, rotateSecret } from '../ops/queries.ts';
+import { generateSecret, LIMITS } from '../ops/operations.ts';
+import { insertEndpoint } from '../ops/queries.ts';
 import { parseSecret } from '../signing/sign.ts';
 
 const SHOWN_ONCE = 'Store this secret now: it is not shown again (endpoints rotate-secret issues a new one).';
-const DAY_MS = 86_400_000;
-/** A previous secret kept signing for longer than a year is no longer a rotation. */
-const KEEP_PREVIOUS_MAX_MS = 365 * DAY_MS;
-
-/** A new secret: `whsec_` + base64 of 32 random bytes, what the standardwebhooks libraries expect. */
-const generateSecret = () => `whsec_${randomBytes(32).toString('base64')}`;
 
 function secretArg(value: string | undefined, usage: string): string {
   if (value === undefined) return generateSecret();
@@ -106,12 +101,13 @@ export async function rotate(args: string[], usage: string): Promise<number> {
   );
   const id = uuidArg(positionals[0], 'endpoints rotate-secret', usage);
   const keepMs =
-    durationArg(values['keep-previous'], '--keep-previous', usage, { zeroOk: true, maxMs: KEEP_PREVIOUS_MAX_MS }) ??
-    DAY_MS;
+    durationArg(values['keep-previous'], '--keep-previous', usage, { zeroOk: true, maxMs: LIMITS.keepPreviousMaxMs }) ??
+    LIMITS.keepPreviousDefaultMs;
   const secret = secretArg(values.secret, usage);
-  return withDatabase('endpoints', async (pool) => {
-    const row = await pool.maybeOne(rotateSecret(id, secret, keepMs));
-    if (row === null) return fail(`no endpoint ${id}`);
+  return withOperations('endpoints', async (ops) => {
+    const rotated = await ops.rotateSecret(id, { secret, keepPreviousMs: keepMs });
+    if (rotated === null) return fail(`no endpoint ${id}`);
+    const row = rotated.endpoint;
     if (values.json === true) {
       printJson({ endpoint: endpointJson(row), secret, droppedLivePrevious: row.droppedLivePrevious });
       return 0;

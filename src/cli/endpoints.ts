@@ -8,8 +8,9 @@ import {
   usageError,
   uuidArg,
   wantsHelp,
-  withDatabase,
+  withOperations,
 } from '../ops/args.ts';
+import { LIMITS } from '../ops/operations.ts';
 import {
   endpointJson,
   endpointState,
@@ -22,7 +23,6 @@ import {
   truncate,
   when,
 } from '../ops/format.ts';
-import { disableEndpoint, enableEndpoint, endpointHealth, listEndpoints } from '../ops/queries.ts';
 import { add, rotate } from './endpoint-secrets.ts';
 
 const SYNOPSIS = {
@@ -80,12 +80,10 @@ async function list(args: string[]): Promise<number> {
     { tenant: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
     usage('list'),
   );
-  const limit = intArg(values.limit, '--limit', usage('list'), 100, 1000);
+  const limit = intArg(values.limit, '--limit', usage('list'), 100, LIMITS.pageMax);
   const tenant = tenantArg(values.tenant, usage('list'));
-  return withDatabase('endpoints', async (pool) => {
-    const rows = await pool.any(listEndpoints(limit + 1, tenant));
-    const shown = rows.slice(0, limit);
-    const truncated = rows.length > limit;
+  return withOperations('endpoints', async (ops) => {
+    const { endpoints: shown, truncated } = await ops.listEndpoints({ tenant, limit });
     if (values.json === true) {
       printJson({ endpoints: shown.map(endpointJson), truncated });
       return 0;
@@ -113,8 +111,8 @@ async function list(args: string[]): Promise<number> {
 async function show(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand(args, { json: { type: 'boolean' } }, usage('show'), 1);
   const id = uuidArg(positionals[0], 'endpoints show', usage('show'));
-  return withDatabase('endpoints', async (pool) => {
-    const e = await pool.maybeOne(endpointHealth(1, id));
+  return withOperations('endpoints', async (ops) => {
+    const e = await ops.endpoint(id);
     if (e === null) return fail(`no endpoint ${id}`);
     if (values.json === true) {
       printJson({ endpoint: healthJson(e) });
@@ -157,10 +155,10 @@ async function disable(args: string[]): Promise<number> {
     1,
   );
   const id = uuidArg(positionals[0], 'endpoints disable', usage('disable'));
-  const reason = values.reason?.trim() || 'disabled by operator';
-  return withDatabase('endpoints', async (pool) => {
-    const row = await pool.maybeOne(disableEndpoint(id, reason));
+  return withOperations('endpoints', async (ops) => {
+    const row = await ops.disableEndpoint(id, values.reason);
     if (row === null) return fail(`no endpoint ${id}`);
+    const reason = row.disabledReason ?? '';
     if (values.json === true) printJson({ endpoint: endpointJson(row) });
     else {
       printText([
@@ -175,8 +173,8 @@ async function disable(args: string[]): Promise<number> {
 async function enable(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand(args, { json: { type: 'boolean' } }, usage('enable'), 1);
   const id = uuidArg(positionals[0], 'endpoints enable', usage('enable'));
-  return withDatabase('endpoints', async (pool) => {
-    const row = await pool.maybeOne(enableEndpoint(id));
+  return withOperations('endpoints', async (ops) => {
+    const row = await ops.enableEndpoint(id);
     if (row === null) return fail(`no endpoint ${id}`);
     if (values.json === true) printJson({ endpoint: endpointJson(row), pending: row.parked });
     else printText([`endpoint ${row.id} enabled; ${row.parked} pending deliveries will go out`]);

@@ -8,9 +8,10 @@ import {
   printText,
   usageError,
   wantsHelp,
-  withDatabase,
+  withOperations,
 } from '../ops/args.ts';
-import { countReplayable, replayBatch, type DeliveryFilter } from '../ops/queries.ts';
+import { LIMITS } from '../ops/operations.ts';
+import type { DeliveryFilter } from '../ops/queries.ts';
 
 const USAGE = `usage: outbox-relay replay [--endpoint ID] [--event-type T] [--since D] [--until D] [--ids 1,2,3]
                            [--all] [--dry-run] [--batch 500] [--json]`;
@@ -54,39 +55,43 @@ export async function main(args: string[]): Promise<number> {
     untilMs: durationArg(values.until, '--until', USAGE, { zeroOk: true }),
     ids: listArg(values.ids, '--ids', USAGE, /^[1-9]\d{0,17}$/),
   };
-  if (filter.ids !== undefined && filter.ids.length > 10_000) throw usageError('--ids: at most 10000 ids', USAGE);
+  if (filter.ids !== undefined && filter.ids.length > LIMITS.replayIdsMax) {
+    throw usageError(`--ids: at most ${LIMITS.replayIdsMax} ids`, USAGE);
+  }
   if (Object.values(filter).every((v) => v === undefined) && values.all !== true) {
     throw usageError('refusing to replay every dead delivery: give a filter, or --all to mean it', USAGE);
   }
-  const batch = intArg(values.batch, '--batch', USAGE, 500, 10_000);
-  return withDatabase('replay', async (pool) => {
-    if (values['dry-run'] === true) {
-      const { moved: matched, parked, ofDeletedEndpoints } = await pool.one(countReplayable(filter));
-      if (values.json === true) printJson({ dryRun: true, matched, parked, moved: 0, ofDeletedEndpoints });
-      else {
+  const batch = intArg(values.batch, '--batch', USAGE, LIMITS.replayBatchDefault, LIMITS.replayBatchMax);
+  const dryRun = values['dry-run'] === true;
+  return withOperations('replay', async (ops) => {
+    const r = await ops.replay({ filter, all: values.all === true, dryRun, batch });
+    if (dryRun) {
+      if (values.json === true) {
+        printJson({
+          dryRun: true,
+          matched: r.matched,
+          parked: r.parked,
+          moved: 0,
+          ofDeletedEndpoints: r.ofDeletedEndpoints,
+        });
+      } else {
         printText([
-          `${matched} dead deliveries match (dry run: nothing moved)${parkedNote(parked)}${deletedNote(ofDeletedEndpoints, 'would not be')}`,
+          `${r.matched} dead deliveries match (dry run: nothing moved)${parkedNote(r.parked)}${deletedNote(r.ofDeletedEndpoints, 'would not be')}`,
         ]);
       }
       return 0;
     }
-    let moved = 0;
-    let parked = 0;
-    let batches = 0;
-    // Each batch commits on its own; a short batch means nothing matching is left (or the rest is locked).
-    for (;;) {
-      const result = await pool.one(replayBatch(filter, batch));
-      batches++;
-      moved += result.moved;
-      parked += result.parked;
-      if (result.moved < batch) break;
-    }
-    // They never move, so counting them after the batches counts what the batches left behind.
-    const { ofDeletedEndpoints } = await pool.one(countReplayable(filter));
-    if (values.json === true) printJson({ dryRun: false, moved, parked, batches, ofDeletedEndpoints });
-    else {
+    if (values.json === true) {
+      printJson({
+        dryRun: false,
+        moved: r.moved,
+        parked: r.parked,
+        batches: r.batches,
+        ofDeletedEndpoints: r.ofDeletedEndpoints,
+      });
+    } else {
       printText([
-        `${moved} dead deliveries moved back to pending, due now${parkedNote(parked)}${deletedNote(ofDeletedEndpoints, 'were not')}`,
+        `${r.moved} dead deliveries moved back to pending, due now${parkedNote(r.parked)}${deletedNote(r.ofDeletedEndpoints, 'were not')}`,
       ]);
     }
     return 0;

@@ -1,14 +1,7 @@
-import { bytes, duration, healthJson, healthTable, printable } from '../ops/format.ts';
-import { fail, intArg, parseCommand, printJson, printText, wantsHelp, withDatabase } from '../ops/args.ts';
-import {
-  backlog,
-  deliveryCounts,
-  endpointHealth,
-  endpointTotals,
-  slotStatus,
-  STATUSES,
-  type SlotRow,
-} from '../ops/queries.ts';
+import { bytes, duration, healthTable, printable, statusJson } from '../ops/format.ts';
+import { fail, intArg, parseCommand, printJson, printText, wantsHelp, withOperations } from '../ops/args.ts';
+import { LIMITS } from '../ops/operations.ts';
+import { STATUSES, type SlotRow } from '../ops/queries.ts';
 
 const USAGE = 'usage: outbox-relay status [--limit 50] [--json]';
 
@@ -22,55 +15,20 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const { values } = parseCommand(args, { limit: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
-  const limit = intArg(values.limit, '--limit', USAGE, 50, 1000);
-  return withDatabase('status', async (pool, config) => {
-    const [slot, counts, pending, totals, endpoints] = await Promise.all([
-      pool.one(slotStatus(config.slotName)),
-      pool.any(deliveryCounts()),
-      pool.one(backlog()),
-      pool.one(endpointTotals()),
-      pool.any(endpointHealth(limit)),
-    ]);
-    const deliveries = Object.fromEntries(STATUSES.map((s) => [s, counts.find((c) => c.status === s)?.n ?? 0]));
-    const problems = slotProblems(config.slotName, slot);
-    const warnings =
-      slot.walStatus === 'unreserved'
-        ? [`replication slot "${config.slotName}" has fallen behind max_slot_wal_keep_size and may be lost soon`]
-        : [];
+  const limit = intArg(values.limit, '--limit', USAGE, 50, LIMITS.pageMax);
+  return withOperations('status', async (ops) => {
+    const report = await ops.status(limit);
+    const { slotName: name, slot, deliveries, backlog: pending, endpointTotals: totals, endpoints } = report;
     if (values.json === true) {
-      printJson({
-        ok: problems.length === 0,
-        problems,
-        warnings,
-        slot: {
-          name: config.slotName,
-          exists: slot.exists,
-          active: slot.active,
-          activePid: slot.activePid,
-          holder:
-            slot.activePid === null
-              ? null
-              : { applicationName: slot.holderApplicationName, clientAddr: slot.holderClientAddr },
-          walStatus: slot.walStatus,
-          lagBytes: slot.lagBytes,
-          retainedWalBytes: slot.retainedWalBytes,
-          maxSlotWalKeepSize: slot.maxSlotWalKeepSize,
-        },
-        deliveries,
-        duePending: pending.due,
-        oldestDuePendingAgeSeconds: pending.oldestDueAgeSeconds,
-        parked: pending.parked,
-        endpointTotals: { ...totals, shown: endpoints.length },
-        endpoints: endpoints.map(healthJson),
-      });
+      printJson(statusJson(report));
     } else {
       const due =
         pending.oldestDueAgeSeconds === null
           ? 'due now 0'
           : `due now ${pending.due}, oldest waiting ${duration(pending.oldestDueAgeSeconds)}`;
       printText([
-        ...slotLines(config.slotName, slot),
-        `deliveries  ${STATUSES.map((s) => `${s} ${deliveries[s] ?? 0}`).join('   ')}`,
+        ...slotLines(name, slot),
+        `deliveries  ${STATUSES.map((s) => `${s} ${deliveries[s]}`).join('   ')}`,
         `backlog     ${due};  parked ${pending.parked} (pending on disabled endpoints, sent on "endpoints enable")`,
         '',
         `endpoints   ${totals.total} (${totals.disabled} disabled)` +
@@ -78,17 +36,10 @@ export async function main(args: string[]): Promise<number> {
         ...(endpoints.length === 0 ? [] : healthTable(endpoints)),
       ]);
     }
-    for (const problem of problems) fail(problem);
-    for (const warning of warnings) process.stderr.write(`outbox-relay: warning: ${warning}\n`);
-    return problems.length === 0 ? 0 : 1;
+    for (const problem of report.problems) fail(problem);
+    for (const warning of report.warnings) process.stderr.write(`outbox-relay: warning: ${warning}\n`);
+    return report.problems.length === 0 ? 0 : 1;
   });
-}
-
-function slotProblems(name: string, slot: SlotRow): string[] {
-  const repair = 'events committed meanwhile may not be fanned out; run "outbox-relay repair --since <duration>"';
-  if (!slot.exists) return [`replication slot "${name}" does not exist: ${repair}`];
-  if (slot.walStatus === 'lost') return [`replication slot "${name}" is invalidated (wal_status lost): ${repair}`];
-  return [];
 }
 
 function slotLines(name: string, slot: SlotRow): string[] {

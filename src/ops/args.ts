@@ -6,6 +6,7 @@ import { loadConfig, parseDuration, requireDatabaseUrl, type Config } from '../c
 import { createDatabasePool, type DatabasePool } from '../db/pool.ts';
 import { isConnectRefusal, isSchemaMissing, sqlStateOf } from '../db/pg-errors.ts';
 import { coerceError, RelayError } from '../errors.ts';
+import { createOperations, type Operations } from './operations.ts';
 
 export const usageError = (message: string, usage: string) => new RelayError('USAGE', `${message}\n${usage}`);
 
@@ -149,3 +150,11 @@ function causeMessage(err: Error): string {
   const cause = err.cause;
   return cause instanceof Error && cause.message !== '' ? cause.message : err.message;
 }
+
+/** withDatabase, handing the command the shared operations (src/ops/operations.ts) instead of the pool. */
+export const withOperations = (
+  command: string,
+  fn: (ops: Operations, config: Config) => Promise<number>,
+  config: Config = loadConfig(),
+): Promise<number> =>
+  withDatabase(command, (pool, c) => fn(createOperations(pool, { slotName: c.slotName }), c), config);

@@ -1,6 +1,7 @@
 // Text and JSON shapes of the operator commands. Text is for a terminal (aligned, compact, relative times);
 // JSON is for scripts (ISO-8601 timestamps, ids as strings, nulls kept).
-import type { DeliveryRow, EndpointHealthRow, EndpointRow } from './queries.ts';
+import type { StatusReport } from './operations.ts';
+import type { AttemptRow, DeliveryRow, EndpointHealthRow, EndpointRow } from './queries.ts';
 
 /**
  * Characters a terminal acts on instead of showing: C0 controls (tab and newline included), DEL, C1 controls,
@@ -32,7 +33,11 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
   return [line(headers), ...safe.map(line)];
 }
 
-export const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+export function iso(ms: number): string;
+export function iso(ms: number | null): string | null;
+export function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
 
 /** `12s ago`, `in 3m`, `-` for null: display only, on this machine's clock. */
 export function when(ms: number | null, nowMs = Date.now()): string {
@@ -189,4 +194,46 @@ export function deliveryTable(rows: readonly DeliveryRow[]): string[] {
       truncate(d.lastError, 60),
     ]),
   );
+}
+
+export function attemptJson(a: AttemptRow) {
+  return {
+    attempt: a.attempt,
+    statusCode: a.statusCode,
+    error: a.error,
+    responseSnippet: a.responseSnippet,
+    durationMs: a.durationMs,
+    workerId: a.workerId,
+    createdAt: iso(a.createdAt),
+  };
+}
+
+/** `status --json` and `GET /api/v1/status`: one shape. */
+export function statusJson(r: StatusReport) {
+  const { slot } = r;
+  return {
+    ok: r.problems.length === 0,
+    problems: r.problems,
+    warnings: r.warnings,
+    slot: {
+      name: r.slotName,
+      exists: slot.exists,
+      active: slot.active,
+      activePid: slot.activePid,
+      holder:
+        slot.activePid === null
+          ? null
+          : { applicationName: slot.holderApplicationName, clientAddr: slot.holderClientAddr },
+      walStatus: slot.walStatus,
+      lagBytes: slot.lagBytes,
+      retainedWalBytes: slot.retainedWalBytes,
+      maxSlotWalKeepSize: slot.maxSlotWalKeepSize,
+    },
+    deliveries: r.deliveries,
+    duePending: r.backlog.due,
+    oldestDuePendingAgeSeconds: r.backlog.oldestDueAgeSeconds,
+    parked: r.backlog.parked,
+    endpointTotals: { ...r.endpointTotals, shown: r.endpoints.length },
+    endpoints: r.endpoints.map(healthJson),
+  };
 }

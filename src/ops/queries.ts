@@ -99,11 +99,14 @@ export type EndpointHealthRow = z.infer<typeof Health>;
  * Endpoints with their last hour and their backlog. Troubled ones first (disabled, then failing longest), so a
  * limited page shows what needs attention; the counts are computed only for the rows on the page.
  */
-export const endpointHealth = (limit: number, id?: string) => sql.type(Health)`
+export const endpointHealth = (limit: number, { id, tenant }: { id?: string; tenant?: string } = {}) => sql.type(
+  Health,
+)`
   SELECT ${endpointColumns}, ds.delivered AS "deliveredLastHour", fa.failed AS "failedAttemptsLastHour",
          ds.pending, ds.delivering, ds.dead
   FROM (SELECT * FROM webhooks.endpoints ep
         WHERE ${id === undefined ? sql.fragment`true` : sql.fragment`ep.id = ${id}`}
+          AND ${tenant === undefined ? sql.fragment`true` : sql.fragment`ep.tenant = ${tenant}`}
         ORDER BY ep.enabled, ep.failing_since NULLS LAST, ep.created_at, ep.id
         LIMIT ${literalInt(limit)}) ep
   CROSS JOIN LATERAL (
@@ -183,6 +186,12 @@ export type DeliveryFilter = {
   sinceMs?: number;
   untilMs?: number;
   ids?: string[];
+  /** The event's outbox id: what a receiver saw as `webhook-id: msg_<outboxId>`. */
+  outboxId?: string;
+  /** Created at or after this instant (epoch ms), for a filter given as a timestamp rather than a duration. */
+  sinceAtMs?: number;
+  /** Only deliveries with a smaller id: the cursor of a page that continues an earlier one (newest first). */
+  beforeId?: string;
 };
 
 /** The filters as one AND-ed condition on `d` (webhooks.deliveries); since/until apply to its created_at. */
@@ -195,7 +204,12 @@ function matching(f: DeliveryFilter) {
   }
   if (f.sinceMs !== undefined) parts.push(sql.fragment`d.created_at >= ${ago(f.sinceMs)}`);
   if (f.untilMs !== undefined) parts.push(sql.fragment`d.created_at <= ${ago(f.untilMs)}`);
+  if (f.sinceAtMs !== undefined) {
+    parts.push(sql.fragment`d.created_at >= to_timestamp(${f.sinceAtMs}::float8 / 1000)`);
+  }
   if (f.ids !== undefined) parts.push(sql.fragment`d.id = ANY (${sql.array(f.ids, 'int8')})`);
+  if (f.outboxId !== undefined) parts.push(sql.fragment`d.outbox_id = ${f.outboxId}::int8`);
+  if (f.beforeId !== undefined) parts.push(sql.fragment`d.id < ${f.beforeId}::int8`);
   if (f.eventType !== undefined) {
     parts.push(sql.fragment`EXISTS (SELECT 1 FROM webhooks.outbox o
                                     WHERE o.id = d.outbox_id AND o.event_type = ${f.eventType})`);
@@ -275,3 +289,27 @@ export const replayBatch = (f: DeliveryFilter, batch: number) => sql.type(Moved)
   )
   SELECT count(*)::int AS moved, count(*) FILTER (WHERE NOT ep.enabled)::int AS parked
   FROM moved LEFT JOIN webhooks.endpoints ep ON ep.id = moved.endpoint_id`;
+
+const Attempt = z.object({
+  attempt: z.number(),
+  statusCode: z.number().nullable(),
+  error: z.string(),
+  responseSnippet: z.string().nullable(),
+  durationMs: z.number().nullable(),
+  workerId: z.string().nullable(),
+  createdAt: z.number(),
+});
+export type AttemptRow = z.infer<typeof Attempt>;
+
+/**
+ * The failed attempts of one delivery, oldest first (a success is recorded on the delivery itself). Bounded: a
+ * long retry schedule is tens of attempts; the newest `limit` are kept.
+ */
+export const attemptsOf = (deliveryId: string, limit: number) => sql.type(Attempt)`
+  SELECT * FROM (
+    SELECT a.attempt, a.status_code AS "statusCode", a.error, a.response_snippet AS "responseSnippet",
+           a.duration_ms AS "durationMs", a.worker_id AS "workerId", a.created_at AS "createdAt"
+    FROM webhooks.delivery_attempts a
+    WHERE a.delivery_id = ${deliveryId}::int8
+    ORDER BY a.id DESC LIMIT ${literalInt(limit)}) newest
+  ORDER BY "createdAt", attempt`;

@@ -34,6 +34,12 @@ app.kubernetes.io/name: {{ include "outbox-relay.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The console's pods: a name of their own, so no selector of the relay's matches them. */}}
+{{- define "outbox-relay.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "outbox-relay.name" . }}-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "outbox-relay.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "outbox-relay.selectorLabels" . }}

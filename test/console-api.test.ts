@@ -1,0 +1,316 @@
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { sql } from 'slonik';
+import { Webhook } from 'standardwebhooks';
+import { expect } from 'vitest';
+import { z } from 'zod';
+import { test } from './fixtures.ts';
+import { FULL_TOKEN, READ_TOKEN } from './support/console.ts';
+import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
+import { relayEnv } from './support/relay.ts';
+import { until } from './support/until.ts';
+
+/** The routes DESIGN.md lists, as the OpenAPI document must name them. */
+const ROUTES = [
+  ['get', '/api/v1/status'],
+  ['get', '/api/v1/endpoints'],
+  ['get', '/api/v1/endpoints/{id}'],
+  ['post', '/api/v1/endpoints/{id}/disable'],
+  ['post', '/api/v1/endpoints/{id}/enable'],
+  ['post', '/api/v1/endpoints/{id}/rotate-secret'],
+  ['get', '/api/v1/deliveries'],
+  ['get', '/api/v1/deliveries/{id}'],
+  ['post', '/api/v1/replay'],
+] as const;
+
+type OpenApi = {
+  openapi: string;
+  info: { title: string; version: string };
+  paths: Record<
+    string,
+    Record<string, { responses: Record<string, { content?: Record<string, { schema: object }> }> }>
+  >;
+};
+
+/** Checks a response body against the schema the OpenAPI document gives for it. */
+function conforms(doc: OpenApi, method: string, path: string, status: number, body: unknown) {
+  const schema = doc.paths[path]?.[method]?.responses[String(status)]?.content?.['application/json']?.schema;
+  expect(schema, `${method} ${path} ${status} documented`).toBeDefined();
+  const ajv = new Ajv2020({ strict: false });
+  const validate = ajv.compile(schema!);
+  expect(validate(body), JSON.stringify(validate.errors)).toBe(true);
+}
+
+/** Deliveries that end dead: a receiver answering 500 with a hostile body, one retry. */
+async function deadDeliveries(
+  db: TestDb,
+  receiverUrl: string,
+  count: number,
+  startRelay: (env: Record<string, string>) => Promise<unknown>,
+) {
+  const endpoint = await addEndpoint(db, receiverUrl, { eventTypes: ['invoice.paid'] });
+  await startRelay({ RETRY_SCHEDULE: '100ms' });
+  const outboxIds = await insertEvents(
+    db,
+    Array.from({ length: count }, (_, i) => ({ type: 'invoice.paid', payload: `{"n":${i}}` })),
+  );
+  await until(async () => (await countWhere(db, 'dead')) === count, { what: `${count} deliveries dead` });
+  return { endpoint, outboxIds };
+}
+
+test('every request needs a token: none or a wrong one is 401, a read-only token reads and gets 403 on every POST', async ({
+  db,
+  receiver,
+  startConsole,
+}) => {
+  const c = await startConsole();
+  const { id } = await addEndpoint(db, receiver.url);
+
+  const none = await c.api('GET', '/api/v1/status', { token: null });
+  expect(none.status).toBe(401);
+  expect(none.body).toEqual({ error: { code: 'unauthorized', message: expect.stringContaining('Bearer') as unknown } });
+  expect(none.headers.get('www-authenticate')).toBe('Bearer');
+  expect((await c.api('GET', '/api/v1/openapi.json', { token: null })).status).toBe(401);
+  expect((await c.api('GET', '/api/v1/endpoints', { token: 'not-a-token-0123456789' })).status).toBe(401);
+
+  expect((await c.api('GET', '/api/v1/endpoints', { token: READ_TOKEN })).status).toBe(200);
+  for (const [path, body] of [
+    [`/api/v1/endpoints/${id}/disable`, { reason: 'x' }],
+    [`/api/v1/endpoints/${id}/enable`, undefined],
+    [`/api/v1/endpoints/${id}/rotate-secret`, {}],
+    ['/api/v1/replay', { all: true, dryRun: true }],
+  ] as const) {
+    const res = await c.api('POST', path, { token: READ_TOKEN, body });
+    expect(res.status, path).toBe(403);
+    expect(res.body).toEqual({
+      error: { code: 'forbidden', message: expect.stringContaining('read-only') as unknown },
+    });
+  }
+  const row = await db.pool.one(sql.type(z.object({ enabled: z.boolean(), secret: z.string() }))`
+    SELECT enabled, secret FROM webhooks.endpoints WHERE id = ${id}`);
+  expect(row.enabled).toBe(true); // nothing changed
+
+  // Failed sign-ins are limited per address: after 3 wrong tokens even the right one waits.
+  expect((await c.api('GET', '/api/v1/status', { token: 'wrong-token-0123456789-b' })).status).toBe(401);
+  expect((await c.api('GET', '/api/v1/status', { token: 'wrong-token-0123456789-c' })).status).toBe(401);
+  const limited = await c.api('GET', '/api/v1/status', { token: FULL_TOKEN });
+  expect(limited.status).toBe(429);
+  expect(limited.body).toMatchObject({ error: { code: 'too_many_requests' } });
+  expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+});
+
+test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas describe what the routes return', async ({
+  db,
+  receiver,
+  startConsole,
+  startRelay,
+}) => {
+  receiver.reply(() => ({ status: 500 }));
+  const c = await startConsole();
+  const { status, body: doc } = await c.api<OpenApi>('GET', '/api/v1/openapi.json');
+  expect(status).toBe(200);
+  expect(doc.openapi).toBe('3.1.0');
+  expect(doc.info).toMatchObject({ title: expect.any(String) as unknown, version: expect.any(String) as unknown });
+  const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`));
+  expect(documented.sort()).toEqual(ROUTES.map(([m, p]) => `${m} ${p}`).sort());
+  // Every schema in the document is a valid JSON Schema (2020-12, OpenAPI 3.1's dialect) that compiles.
+  const ajv = new Ajv2020({ strict: false });
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      expect(op.responses['200'], `${method} ${path}`).toBeDefined();
+      expect(op.responses['401'], `${method} ${path}`).toBeDefined();
+      for (const response of Object.values(op.responses)) {
+        for (const media of Object.values(response.content ?? {}))
+          expect(() => ajv.compile(media.schema)).not.toThrow();
+      }
+    }
+  }
+  // Real answers conform to it.
+  const { endpoint } = await deadDeliveries(db, receiver.url, 1, startRelay);
+  const list = await c.api('GET', '/api/v1/deliveries');
+  conforms(doc, 'get', '/api/v1/deliveries', 200, list.body);
+  const deliveryId = (list.body as { deliveries: { id: string }[] }).deliveries[0]!.id;
+  conforms(doc, 'get', '/api/v1/deliveries/{id}', 200, (await c.api('GET', `/api/v1/deliveries/${deliveryId}`)).body);
+  conforms(doc, 'get', '/api/v1/status', 200, (await c.api('GET', '/api/v1/status')).body);
+  conforms(doc, 'get', '/api/v1/endpoints', 200, (await c.api('GET', '/api/v1/endpoints')).body);
+  conforms(doc, 'get', '/api/v1/endpoints/{id}', 200, (await c.api('GET', `/api/v1/endpoints/${endpoint.id}`)).body);
+  conforms(
+    doc,
+    'post',
+    '/api/v1/replay',
+    200,
+    (await c.api('POST', '/api/v1/replay', { body: { all: true, dryRun: true } })).body,
+  );
+  conforms(doc, 'get', '/api/v1/deliveries/{id}', 404, (await c.api('GET', '/api/v1/deliveries/999999')).body);
+  conforms(doc, 'get', '/api/v1/deliveries', 400, (await c.api('GET', '/api/v1/deliveries?status=lost')).body);
+});
+
+test('endpoints: listed and shown with secrets masked; disable, enable, and a rotated secret returned once that signs', async ({
+  db,
+  receiver,
+  startConsole,
+  startRelay,
+}) => {
+  const c = await startConsole();
+  const { id, secret } = await addEndpoint(db, receiver.url);
+  const other = await addEndpoint(db, `${receiver.url}/t`, { eventTypes: ['never'] });
+  await db.pool.query(sql.unsafe`UPDATE webhooks.endpoints SET tenant = NULL`);
+
+  const list = await c.api<{ endpoints: { id: string; secret: string }[] }>('GET', '/api/v1/endpoints');
+  expect(list.status).toBe(200);
+  expect(list.body.endpoints.map((e) => e.id).sort()).toEqual([id, other.id].sort());
+  expect(JSON.stringify(list.body)).not.toContain(secret.slice(6, 20));
+  expect(list.body.endpoints.find((e) => e.id === id)!.secret).toBe(`whsec_…${secret.slice(-4)}`);
+
+  const shown = await c.api<{ endpoint: { id: string; dead: number } }>('GET', `/api/v1/endpoints/${id}`);
+  expect(shown.body.endpoint).toMatchObject({ id, dead: 0, enabled: true });
+  expect((await c.api('GET', '/api/v1/endpoints/00000000-0000-4000-8000-000000000000')).status).toBe(404);
+  const malformed = await c.api('GET', '/api/v1/endpoints/nope');
+  expect(malformed.status).toBe(400);
+  expect(malformed.body).toMatchObject({
+    error: { code: 'invalid_request', message: expect.stringContaining('uuid') as unknown },
+  });
+
+  const disabled = await c.api('POST', `/api/v1/endpoints/${id}/disable`, { body: { reason: 'receiver migrating' } });
+  expect(disabled.body).toMatchObject({ endpoint: { enabled: false, disabledReason: 'receiver migrating' } });
+  const enabled = await c.api('POST', `/api/v1/endpoints/${id}/enable`);
+  expect(enabled.body).toMatchObject({ endpoint: { enabled: true, disabledReason: null }, pending: 0 });
+  const typo = await c.api('POST', `/api/v1/endpoints/${id}/disable`, { body: { reasn: 'x' } });
+  expect(typo.status).toBe(400);
+
+  const rotated = await c.api<{ secret: string; endpoint: { secret: string; previousSecret: string } }>(
+    'POST',
+    `/api/v1/endpoints/${id}/rotate-secret`,
+    { body: { keepPreviousSeconds: 0 } },
+  );
+  expect(rotated.status).toBe(200);
+  expect(rotated.headers.get('cache-control')).toBe('no-store');
+  expect(rotated.body.secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+  expect(rotated.body.endpoint.secret).toBe(`whsec_…${rotated.body.secret.slice(-4)}`);
+  expect(rotated.body.endpoint.previousSecret).toBeNull();
+  const after = JSON.stringify((await c.api('GET', `/api/v1/endpoints/${id}`)).body);
+  expect(after).not.toContain(rotated.body.secret.slice(6, 20)); // never again
+
+  await startRelay();
+  await insertEvents(db, [{ type: 'invoice.paid', payload: '{"id":42}' }]);
+  await until(() => receiver.requests.length === 1, { what: 'delivery' });
+  const r = receiver.requests[0]!;
+  const verified = new Webhook(rotated.body.secret).verify(r.body, r.headers as Record<string, string>);
+  expect(verified).toMatchObject({ data: { id: 42 } });
+});
+
+test('deliveries: filters, msg_ search, cursor pages, and one delivery with its attempts and response snippets', async ({
+  db,
+  receiver,
+  startConsole,
+  startRelay,
+}) => {
+  receiver.reply(() => ({ status: 500, body: '<script>alert(1)</script> upstream down' }));
+  const { endpoint, outboxIds } = await deadDeliveries(db, receiver.url, 3, startRelay);
+  const c = await startConsole();
+  type Page = {
+    deliveries: { id: string; webhookId: string; status: string }[];
+    truncated: boolean;
+    nextCursor: string | null;
+  };
+
+  const all = await c.api<Page>(
+    'GET',
+    `/api/v1/deliveries?status=dead&endpoint=${endpoint.id}&event_type=invoice.paid&since=1h`,
+  );
+  expect(all.status).toBe(200);
+  expect(all.body.deliveries).toHaveLength(3);
+  expect(all.body.deliveries.map((d) => d.webhookId)).toEqual(outboxIds.map((o) => `msg_${o}`).reverse());
+  expect((await c.api<Page>('GET', '/api/v1/deliveries?status=delivered')).body.deliveries).toHaveLength(0);
+  expect(
+    (await c.api<Page>('GET', `/api/v1/deliveries?since=${new Date(Date.now() + 60_000).toISOString()}`)).body
+      .deliveries,
+  ).toHaveLength(0);
+
+  const first = await c.api<Page>('GET', '/api/v1/deliveries?limit=2');
+  expect(first.body).toMatchObject({ truncated: true, nextCursor: first.body.deliveries[1]!.id });
+  const second = await c.api<Page>('GET', `/api/v1/deliveries?limit=2&cursor=${first.body.nextCursor}`);
+  expect(second.body).toMatchObject({ truncated: false, nextCursor: null });
+  expect([...first.body.deliveries, ...second.body.deliveries].map((d) => d.id)).toEqual(
+    all.body.deliveries.map((d) => d.id),
+  );
+
+  const found = await c.api<Page>('GET', `/api/v1/deliveries?webhook_id=msg_${outboxIds[1]}`);
+  expect(found.body.deliveries.map((d) => d.webhookId)).toEqual([`msg_${outboxIds[1]}`]);
+  const bad = await c.api('GET', '/api/v1/deliveries?webhook_id=42&limit=5000&colour=red');
+  expect(bad.status).toBe(400);
+  expect(bad.body).toMatchObject({ error: { code: 'invalid_request' } });
+
+  const detail = await c.api<{
+    delivery: { status: string };
+    attempts: { attempt: number; statusCode: number; responseSnippet: string; durationMs: number }[];
+  }>('GET', `/api/v1/deliveries/${found.body.deliveries[0]!.id}`);
+  expect(detail.body.delivery.status).toBe('dead');
+  expect(detail.body.attempts.map((a) => a.attempt)).toEqual([1, 2]);
+  expect(detail.body.attempts[0]).toMatchObject({
+    statusCode: 500,
+    responseSnippet: '<script>alert(1)</script> upstream down',
+  });
+  expect(detail.body.attempts[0]!.durationMs).toBeGreaterThanOrEqual(0);
+});
+
+test('replay redelivers: the dry-run count is what is then moved, and the fixed receiver gets every one', async ({
+  db,
+  receiver,
+  startConsole,
+  startRelay,
+}) => {
+  let fixed = false;
+  receiver.reply(() => ({ status: fixed ? 204 : 500 }));
+  const { endpoint, outboxIds } = await deadDeliveries(db, receiver.url, 4, startRelay);
+  const c = await startConsole();
+
+  const refused = await c.api('POST', '/api/v1/replay', { body: {} });
+  expect(refused.status).toBe(400);
+  expect(refused.body).toMatchObject({
+    error: { code: 'invalid_request', message: expect.stringContaining('"all"') as unknown },
+  });
+  expect((await c.api('POST', '/api/v1/replay', { body: { endpoint_id: endpoint.id } })).status).toBe(400); // typo: refused, not ignored
+
+  const filter = { endpoint: endpoint.id, event_type: 'invoice.paid', since: '1h' };
+  const dry = await c.api<{ matched: number; moved: number }>('POST', '/api/v1/replay', {
+    body: { ...filter, dryRun: true },
+  });
+  expect(dry.body).toEqual({ dryRun: true, matched: 4, moved: 0, parked: 0, batches: 0, ofDeletedEndpoints: 0 });
+  expect(await countWhere(db, 'dead')).toBe(4);
+
+  fixed = true;
+  const before = receiver.requests.length;
+  const done = await c.api<{ moved: number }>('POST', '/api/v1/replay', { body: filter });
+  expect(done.body).toMatchObject({ dryRun: false, moved: dry.body.matched, matched: dry.body.matched });
+  await until(async () => (await countWhere(db, 'delivered')) === 4, { what: 'replayed deliveries delivered' });
+  const redelivered = receiver.requests.slice(before).map((r) => r.headers['webhook-id']);
+  expect(redelivered.sort()).toEqual(outboxIds.map((o) => `msg_${o}`).sort());
+
+  // By ids: a delivered one is not dead, so nothing moves.
+  const ids = await c.api<{ deliveries: { id: string }[] }>('GET', '/api/v1/deliveries?limit=1');
+  expect(
+    (await c.api('POST', '/api/v1/replay', { body: { ids: [ids.body.deliveries[0]!.id], dryRun: true } })).body,
+  ).toMatchObject({ matched: 0 });
+});
+
+test('`outbox-relay console` refuses to start without a token, serves with one, and exits 0 on SIGTERM', async ({
+  db,
+  spawnRelay,
+}) => {
+  const open = spawnRelay(relayEnv(db, { CONSOLE_PORT: '0' }), ['console']);
+  expect(await open.exited).toMatchObject({ code: 1 });
+  expect(open.stderr()).toContain('the console needs at least one token: set CONSOLE_TOKENS');
+
+  const served = spawnRelay(relayEnv(db, { CONSOLE_PORT: '0', CONSOLE_READ_TOKENS: READ_TOKEN, LOG_LEVEL: 'info' }), [
+    'console',
+  ]);
+  const url = await until(() => /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(served.stdout())?.[1], {
+    what: 'console listening',
+  });
+  expect(served.stdout()).not.toContain(READ_TOKEN);
+  const res = await fetch(`${url}/api/v1/status`, { headers: { authorization: `Bearer ${READ_TOKEN}` } });
+  expect(res.status).toBe(200);
+  expect(await res.json()).toMatchObject({ ok: true, slot: { name: db.slotName } });
+  served.kill('SIGTERM');
+  expect(await served.exited).toMatchObject({ code: 0 });
+});
