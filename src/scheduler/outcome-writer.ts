@@ -44,6 +44,15 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
   let buffer: Outcome[] = [];
   let singly = 0; // outcomes still to write one at a time after a rejected batch
   const wake = createWake();
+  const waiting = new Map<string, number>(); // jobKey → outcomes of it in the buffer
+  const forget = (written: readonly Outcome[]) => {
+    for (const outcome of written) {
+      const key = jobKey(outcome);
+      const left = (waiting.get(key) ?? 1) - 1;
+      if (left > 0) waiting.set(key, left);
+      else waiting.delete(key);
+    }
+  };
 
   /** Writes until `signal` aborts and the buffer is empty, reporting each write to `onWritten`. */
   async function run(signal: AbortSignal, onWritten: (w: Written) => void): Promise<void> {
@@ -63,6 +72,7 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
           writeOutcomes(deps.owner, deps.workerId, deps.disablePolicy, batch),
         );
         buffer = buffer.slice(batch.length);
+        forget(batch);
         backoffMs = 100;
         if (singly > 0) singly--;
         for (const endpointId of disabled) deps.log.warn({ endpointId }, 'endpoint disabled');
@@ -73,6 +83,7 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
         if (dataProblem && batch.length === 1) {
           deps.log.error({ err, deliveryId: batch[0]!.deliveryId }, 'an outcome the database rejects was dropped');
           buffer = buffer.slice(1);
+          forget(batch);
           onWritten({ left: [batch[0]!.endpointId], written: 0, outcomes: [], dropped: batch, disabled: [] });
           continue;
         }
@@ -89,10 +100,12 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
     run,
     push: (outcome: Outcome): void => {
       buffer.push(outcome);
+      const key = jobKey(outcome);
+      waiting.set(key, (waiting.get(key) ?? 0) + 1);
       wake.wake();
     },
     /** Whether an outcome of this delivery (jobKey) waits to be written. */
-    holds: (key: string): boolean => buffer.some((o) => jobKey(o) === key),
+    holds: (key: string): boolean => waiting.has(key),
     /** Deliveries answered but not yet recorded: their leases must still be renewed. */
     pendingIds: (): string[] => buffer.flatMap((o) => (o.deliveryId === null ? [] : [o.deliveryId])),
   };

@@ -257,8 +257,6 @@ export function createScheduler(deps: SchedulerDeps) {
       job.deliveryId = deliveryId;
       return true;
     },
-    /** Whether a delivery (event × endpoint) is held in memory, queued or in flight. */
-    holds: (key: string): boolean => inFlight.has(key) || unrecorded.has(key),
     /** Aborts the request of a delivery whose lease is gone, or forgets it if unstarted; its outcome will not be written. */
     abort(deliveryId: string, reason: Error): boolean {
       for (const entry of inFlight.values()) {
