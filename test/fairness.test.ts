@@ -61,7 +61,7 @@ test('a slow endpoint with a bulk backlog delays nobody else: a healthy endpoint
   // Before fair shares the slow endpoint's jobs filled every place and the healthy endpoint's events waited
   // behind its whole backlog (minutes with oldest-first claims; over a second even with fair claims alone).
   expect(Math.max(...latencies)).toBeLessThan(500); // measured here: 51-55 ms worst, 2-3 ms median
-  expect(await undelivered(db, a.id)).toBeGreaterThan(BACKLOG - 500); // the backlog was really there throughout
+  expect(slow.requests.length).toBeLessThan(500); // the backlog was really there throughout
 });
 
 test('persisted work is claimed endpoint by endpoint: an old backlog never hides another endpoint’s due rows', async ({

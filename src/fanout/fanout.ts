@@ -6,7 +6,7 @@ import type { EndpointCache } from '../endpoints/cache.ts';
 import type { Quotas } from '../scheduler/capacity.ts';
 import type { Ledger } from './ledger.ts';
 import { fanOutLive } from './live.ts';
-import { fanOutBatch, type FannedOutRow } from './queries.ts';
+import { fanOutBatch, recordedDeliveries, type FannedOutRow } from './queries.ts';
 
 export type FanOutDeps = {
   pool: DatabasePool;
@@ -27,10 +27,10 @@ export type FanOutDeps = {
     quotas(): Quotas;
     /** Rows were left pending: let the claim loop look now rather than at its next tick. */
     wakeClaimer(): void;
-    /** Places per second the endpoint (or, undefined, every endpoint) freed lately. */
-    drainRate(endpointId?: string): number;
-    /** Resolves when a place is freed, or after `timeoutMs`. */
-    waitForFreed(timeoutMs: number): Promise<void>;
+    /** Attempts the endpoint finished so far (grows while it holds places). */
+    finished(endpointId: string): number;
+    /** Whether a delivery (jobKey) is in flight, or queued with no row yet. */
+    holds(key: string): boolean;
     /** A delivery already held from the stream now has a row claimed for this relay (a replay met it). */
     adopt(key: string, deliveryId: string): boolean;
   };
@@ -70,14 +70,16 @@ export function createFanOut(
   deps: FanOutDeps,
 ): (events: OutboxEvent[], live?: { from: number; to: number }) => Promise<{ resolved: Promise<void> }> {
   const table = createTableFanOut(deps);
-  return async (events, live = { from: events.length, to: events.length }) => {
-    if (deps.live === undefined || live.from >= live.to) {
+  return async (events, live = { from: 0, to: 0 }) => {
+    if (deps.live === undefined || live.to === 0) {
       await table(events);
       return { resolved: Promise.resolve() };
     }
-    // Rows before the live range were written before this session started (a replay: the table knows what is
-    // done); rows after it belong to a transaction whose end is in a later batch. Both go through the table.
-    if (live.from > 0) await table(events.slice(0, live.from));
+    // Rows before `live.from` were written before this session started (a replay): one read of what the table
+    // records of them, and those are not sent again; nor is what this process still holds from an earlier
+    // session. Rows from `live.to` on belong to a transaction still open here: through the table.
+    const recorded = live.from > 0 ? await recordedKeys(deps.pool, events.slice(0, live.from)) : new Set<string>();
+    const held = (key: string) => deps.scheduler.holds(key) || deps.recording?.(key) === true;
     const { resolved } = await fanOutLive(
       {
         ...deps,
@@ -85,12 +87,18 @@ export function createFanOut(
         ledger: deps.live.ledger,
         roomWaitMs: deps.live.persistAfterMs,
         aboutEndpoint,
+        skip: (key) => recorded.has(key) || (live.from > 0 && held(key)),
       },
-      events.slice(live.from, live.to),
+      events.slice(0, live.to),
     );
     if (live.to < events.length) await table(events.slice(live.to));
     return { resolved };
   };
+}
+
+/** The deliveries (jobKey) the table has rows for, of these events. */
+async function recordedKeys(pool: DatabasePool, events: readonly OutboxEvent[]): Promise<Set<string>> {
+  return new Set(await pool.anyFirst(recordedDeliveries(events.map((e) => e.id))));
 }
 
 /** Fan-out through the table: one idempotent INSERT per chunk, committed before it resolves. */

@@ -18,14 +18,15 @@ export type LiveFanOutDeps = {
     reserve(max: number): number;
     room(): number;
     accept(jobs: Job[], reserved: number): void;
-    /** Places per second the endpoint (or, undefined, every endpoint) freed lately. */
-    drainRate(endpointId?: string): number;
-    waitForFreed(timeoutMs: number): Promise<void>;
+    /** Attempts the endpoint finished so far (grows while it holds places). */
+    finished(endpointId: string): number;
     quotas(): Quotas;
     wakeClaimer(): void;
   };
   onFannedOut?: (events: number, deliveries: number) => void;
   aboutEndpoint: (event: OutboxEvent) => string | null;
+  /** Deliveries (jobKey) already recorded or held: not sent again (a replay). */
+  skip?: (key: string) => boolean;
 };
 
 /** See fanout.ts: how long fan-out waits for a commit it streamed to become visible to its session. */
@@ -47,18 +48,23 @@ export async function fanOutLive(deps: LiveFanOutDeps, events: readonly OutboxEv
   const parked: Delivery[] = [];
   for (const event of events) {
     for (const endpoint of deps.endpoints.receivers(event, deps.aboutEndpoint(event))) {
+      if (deps.skip?.(`${event.id}/${endpoint.id}`) === true) continue;
       (endpoint.enabled ? enabled : parked).push({ event, endpoint });
     }
   }
 
   // Admitted in rounds: each endpoint within its fair share and the room there is. What does not fit waits for
-  // places only if its endpoint frees them fast enough to make room within what is left of the wait (a burst to
-  // a fast receiver); the rest (a slow receiver's backlog) is written pending at once and the stream goes on.
-  const deadline = performance.now() + Math.min(deps.roomWaitMs, ROOM_WAIT_MS);
+  // places only while its endpoint keeps finishing attempts (a burst to a fast receiver: its places free within
+  // milliseconds), for ROOM_WAIT_MS at most; an endpoint that finished nothing in a step (a slow or hanging
+  // receiver's backlog) has the rest written pending at once, so it holds the stream for one step at most (an
+  // endpoint that never finished anything yet: PROBE_MS).
+  const started = performance.now();
+  const deadline = started + Math.min(deps.roomWaitMs, ROOM_WAIT_MS);
   const overflow: Delivery[] = [...parked];
   const resolved: Promise<void>[] = [];
   let admitted = 0;
   let waiting: Delivery[] = enabled;
+  let progress = new Map<string, number>(); // attempts finished per endpoint when the step began
   for (;;) {
     const { endpointIds, quotas, fresh } = deps.scheduler.quotas();
     const left = new Map(endpointIds.map((id, i) => [id, quotas[i]!]));
@@ -76,12 +82,18 @@ export async function fanOutLive(deps: LiveFanOutDeps, events: readonly OutboxEv
     resolved.push(deps.ledger.track(jobs.map(jobKey)));
     deps.scheduler.accept(jobs, reserved);
     admitted += jobs.length;
-    const leftMs = deadline - performance.now();
-    const worth = leftMs > 0 ? worthWaiting(deps, over, leftMs) : () => false;
+    const first = progress.size === 0;
+    const probing = performance.now() - started < PROBE_MS;
+    const moving = (id: string) => {
+      const finished = deps.scheduler.finished(id);
+      return first || finished > (progress.get(id) ?? 0) || (finished === 0 && probing);
+    };
     waiting = [];
-    for (const d of over) (worth(d) ? waiting : overflow).push(d);
+    const timeLeft = deadline - performance.now() > 0;
+    for (const d of over) (timeLeft && moving(d.endpoint.id) ? waiting : overflow).push(d);
     if (waiting.length === 0) break;
-    await deps.scheduler.waitForFreed(Math.min(leftMs, 50));
+    progress = new Map(waiting.map((d) => [d.endpoint.id, deps.scheduler.finished(d.endpoint.id)]));
+    await sleep(STEP_MS);
   }
   if (overflow.length > 0) await insertVisible(deps, overflow);
   if (overflow.length > parked.length) deps.scheduler.wakeClaimer();
@@ -94,20 +106,11 @@ type Delivery = { event: OutboxEvent; endpoint: CachedEndpoint };
 /** The longest one batch waits for places (at most PERSIST_AFTER): the stream behind it waits as long. */
 const ROOM_WAIT_MS = 500;
 
-/**
- * Whether a delivery left over is worth waiting `leftMs` for: its endpoint frees places fast enough that all of
- * its leftovers would fit in time (and so does the scheduler as a whole).
- */
-function worthWaiting(deps: LiveFanOutDeps, over: readonly Delivery[], leftMs: number) {
-  const count = new Map<string, number>();
-  for (const d of over) count.set(d.endpoint.id, (count.get(d.endpoint.id) ?? 0) + 1);
-  const total = deps.scheduler.drainRate();
-  if ((over.length / Math.max(total, 1e-9)) * 1_000 > leftMs) return () => false;
-  return (d: Delivery) => {
-    const rate = deps.scheduler.drainRate(d.endpoint.id);
-    return rate > 0 && (count.get(d.endpoint.id)! / rate) * 1_000 <= leftMs;
-  };
-}
+/** One step of the wait for places: an endpoint that finishes no attempt in a step is not waited for. */
+const STEP_MS = 10;
+
+/** An endpoint that has finished nothing yet (new, or its first requests still connecting) gets this long. */
+const PROBE_MS = 100;
 
 function toJob(event: OutboxEvent, endpoint: CachedEndpoint, nowMs: number): Job {
   return {

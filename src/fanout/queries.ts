@@ -125,3 +125,8 @@ export const insertClaimed = (
   FROM unnest(${sql.array(rows.outboxIds, 'int8')}, ${sql.array(rows.endpointIds, 'uuid')}) AS w(outbox_id, endpoint_id)
   ON CONFLICT (outbox_id, endpoint_id) DO NOTHING
   RETURNING id::text, outbox_id::text AS "outboxId", endpoint_id::text AS "endpointId"`;
+
+/** `outbox_id/endpoint_id` of every delivery row of these events (the unique index answers it). */
+export const recordedDeliveries = (outboxIds: readonly string[]) => sql.type(z.object({ key: z.string() }))`
+  SELECT outbox_id::text || '/' || endpoint_id::text AS key FROM webhooks.deliveries
+  WHERE outbox_id = ANY (${sql.array(outboxIds, 'int8')})`;

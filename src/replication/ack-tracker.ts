@@ -10,10 +10,13 @@ export type StreamMessage =
 
 /**
  * Rows to fan out together, and the last commit they complete (undefined: the batch ends mid-transaction).
- * `live`: the range `[from, to)` of `events` that may be sent straight from the stream: written after the
- * session started (never seen by an earlier session, so nothing of theirs is recorded yet) and whose
- * transaction's commit has been received (every change it made, endpoints included, has been applied). The rest
- * go through the table (idempotent fan-out).
+ * `live` splits `events` by what may be sent straight from the stream; `[0, to)` are rows whose transaction's
+ * commit has been received (every change it made, endpoints included, has been applied):
+ * - `[from, to)`: written after the session started, never seen by an earlier session: nothing of theirs is
+ *   recorded yet;
+ * - `[0, from)`: written before (a replay): what the table already records of them is skipped;
+ * - `[to, …)`: a transaction still open here (too big to hold whole): through the table.
+ * Without `liveAfter` (no endpoint changes streamed) `to` is 0: everything goes through the table.
  */
 export type Batch = {
   events: OutboxEvent[];
@@ -176,7 +179,8 @@ export function createAckTracker(o: AckTrackerOptions) {
       queuedRows -= events.length;
       busy = true;
       const from = Math.min(liveFrom ?? events.length, complete);
-      const batch = { events, commitEndLsn, commitTimeMs, live: { from, to: complete } };
+      const live = o.liveAfter === undefined ? { from: 0, to: 0 } : { from, to: complete };
+      const batch = { events, commitEndLsn, commitTimeMs, live };
       outstanding.push({ batch, done: false, dispatched: false });
       return batch;
     },

@@ -3,7 +3,6 @@ import { jobKey, type Attempt, type Job } from '../domain.ts';
 import type { Logger } from '../log.ts';
 import { createWake } from '../util/wake.ts';
 import { createCapacity } from './capacity.ts';
-import { createDrainRates } from './drain.ts';
 import { createFairQueue } from './fair-queue.ts';
 
 export type SchedulerDeps = {
@@ -30,8 +29,6 @@ export type SchedulerDeps = {
 
 export type Scheduler = ReturnType<typeof createScheduler>;
 
-const NEVER = new AbortController().signal;
-
 /**
  * The bounded in-memory scheduler. Every job it holds carries a lease this process owns. The decisions live in
  * two pure parts, `capacity` (how many places are held) and `fairQueue` (per-endpoint FIFOs served round-robin
@@ -49,13 +46,10 @@ export function createScheduler(deps: SchedulerDeps) {
   const unrecorded = new Map<string, number>(); // jobs from the stream with no row yet: jobKey → admitted at (ms)
   const throttleTimers = new Map<string, NodeJS.Timeout>();
   const claimWake = createWake();
-  const freedWake = createWake(); // any place freed
-  const drain = createDrainRates();
-  const freed = (endpointId: string, n: number) => {
-    drain.freed(endpointId, n, performance.now());
-    freedWake.wake();
-  };
-  const pruneTimer = setInterval(() => drain.prune(performance.now()), 10_000);
+  const finishedBy = new Map<string, number>(); // attempts finished, per endpoint, ever (while it holds places)
+  const pruneTimer = setInterval(() => {
+    for (const id of finishedBy.keys()) if (capacity.heldBy(id) === 0) finishedBy.delete(id);
+  }, 10_000);
   pruneTimer.unref();
   let idleWaiters: (() => void)[] = [];
   let roomWaiters: { places: number; resolve: () => void }[] = [];
@@ -89,6 +83,7 @@ export function createScheduler(deps: SchedulerDeps) {
       .then((attempt) => {
         inFlight.delete(key);
         unrecorded.delete(key); // the outcome write records it from here
+        finishedBy.set(job.endpointId, (finishedBy.get(job.endpointId) ?? 0) + 1);
         capacity.dropBytes(job.payload.length); // the outcome carries no payload
         queue.finished(job.endpointId, performance.now());
         if (attempt.kind === 'lease-lost') {
@@ -105,7 +100,6 @@ export function createScheduler(deps: SchedulerDeps) {
   };
 
   const release = (endpointId: string, count: number) => {
-    freed(endpointId, count);
     if (capacity.release(endpointId, count)) claimWake.wake();
     wakeRoomWaiters();
   };
@@ -115,7 +109,6 @@ export function createScheduler(deps: SchedulerDeps) {
     if (jobs.length === 0) return Promise.resolve();
     for (const job of jobs) {
       unrecorded.delete(jobKey(job));
-      freed(job.endpointId, 1);
       capacity.release(job.endpointId, 1);
       capacity.dropBytes(job.payload.length);
     }
@@ -185,11 +178,8 @@ export function createScheduler(deps: SchedulerDeps) {
       });
     },
     inFlight: () => inFlight.size,
-    /** Places per second an endpoint freed lately; `undefined`: every endpoint together. */
-    drainRate: (endpointId?: string): number =>
-      endpointId === undefined ? drain.total(performance.now()) : drain.rate(endpointId, performance.now()),
-    /** Resolves when a place is freed (any endpoint) or after `timeoutMs`. */
-    waitForFreed: (timeoutMs: number): Promise<void> => freedWake.wait(NEVER, timeoutMs),
+    /** Attempts an endpoint finished so far (a counter that only grows while the endpoint holds places). */
+    finished: (endpointId: string): number => finishedBy.get(endpointId) ?? 0,
     /** Reserves up to `max` places before a claim, so concurrent claimers never overfill. */
     reserve: capacity.reserve,
     /** Per-endpoint limits for the next claim or fan-out (fair shares). */
@@ -213,7 +203,6 @@ export function createScheduler(deps: SchedulerDeps) {
     written(endpointIds: readonly string[]): void {
       let wake = false;
       for (const id of endpointIds) {
-        freed(id, 1);
         wake = capacity.release(id, 1) || wake;
       }
       if (wake) claimWake.wake();
@@ -257,6 +246,8 @@ export function createScheduler(deps: SchedulerDeps) {
       job.deliveryId = deliveryId;
       return true;
     },
+    /** Whether a delivery (jobKey) is in flight, or queued with no row yet (a queued one with a row is recorded). */
+    holds: (key: string): boolean => inFlight.has(key) || unrecorded.has(key),
     /** Aborts the request of a delivery whose lease is gone, or forgets it if unstarted; its outcome will not be written. */
     abort(deliveryId: string, reason: Error): boolean {
       for (const entry of inFlight.values()) {
