@@ -1,16 +1,27 @@
-import { bytes, duration, healthJson, healthTable, printable } from '../ops/format.ts';
+import { bytes, duration, healthJson, healthTable, iso, printable } from '../ops/format.ts';
 import { fail, intArg, parseCommand, printJson, printText, wantsHelp, withDatabase } from '../ops/args.ts';
 import {
   backlog,
   deliveryCounts,
   endpointHealth,
   endpointTotals,
+  liveRelays,
   slotStatus,
   STATUSES,
+  type RelayRow,
   type SlotRow,
 } from '../ops/queries.ts';
 
 const USAGE = 'usage: outbox-relay status [--limit 50] [--json]';
+/** Relays listed at most (they split every endpoint's limits and breaker between them). */
+const MAX_RELAYS_SHOWN = 20;
+
+function relaysLine(relays: readonly RelayRow[]): string {
+  if (relays.length === 0) return '0 live (none is running)';
+  const shown = relays.slice(0, MAX_RELAYS_SHOWN).map((r) => printable(r.workerId));
+  const more = relays.length > MAX_RELAYS_SHOWN ? ', …' : '';
+  return `${relays.length > MAX_RELAYS_SHOWN ? `more than ${MAX_RELAYS_SHOWN}` : relays.length} live (${shown.join(', ')}${more}); each takes a share of every endpoint's limits`;
+}
 
 /**
  * `outbox-relay status`: the slot, the delivery backlog and every endpoint's last hour, in one look.
@@ -24,12 +35,13 @@ export async function main(args: string[]): Promise<number> {
   const { values } = parseCommand(args, { limit: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
   const limit = intArg(values.limit, '--limit', USAGE, 50, 1000);
   return withDatabase('status', async (pool, config) => {
-    const [slot, counts, pending, totals, endpoints] = await Promise.all([
+    const [slot, counts, pending, totals, endpoints, relays] = await Promise.all([
       pool.one(slotStatus(config.slotName)),
       pool.any(deliveryCounts()),
       pool.one(backlog()),
       pool.one(endpointTotals()),
       pool.any(endpointHealth(limit)),
+      pool.any(liveRelays(MAX_RELAYS_SHOWN + 1)),
     ]);
     const deliveries = Object.fromEntries(STATUSES.map((s) => [s, counts.find((c) => c.status === s)?.n ?? 0]));
     const problems = slotProblems(config.slotName, slot);
@@ -57,6 +69,12 @@ export async function main(args: string[]): Promise<number> {
           maxSlotWalKeepSize: slot.maxSlotWalKeepSize,
         },
         deliveries,
+        relays: relays.slice(0, MAX_RELAYS_SHOWN).map((r) => ({
+          owner: r.owner,
+          workerId: r.workerId,
+          joinedAt: iso(r.joinedAt),
+          seenAt: iso(r.seenAt),
+        })),
         duePending: pending.due,
         oldestDuePendingAgeSeconds: pending.oldestDueAgeSeconds,
         parked: pending.parked,
@@ -70,6 +88,7 @@ export async function main(args: string[]): Promise<number> {
           : `due now ${pending.due}, oldest waiting ${duration(pending.oldestDueAgeSeconds)}`;
       printText([
         ...slotLines(config.slotName, slot),
+        `relays      ${relaysLine(relays)}`,
         `deliveries  ${STATUSES.map((s) => `${s} ${deliveries[s] ?? 0}`).join('   ')}`,
         `backlog     ${due};  parked ${pending.parked} (pending on disabled endpoints, sent on "endpoints enable")`,
         '',

@@ -107,8 +107,26 @@ export function healthJson(e: EndpointHealthRow) {
     pending: e.pending,
     delivering: e.delivering,
     dead: e.dead,
+    // Cluster-wide: every live relay takes a share. maxInFlight null: ENDPOINT_CONCURRENCY; ratePerSecond null: none.
+    limits: { maxInFlight: e.maxInFlight, ratePerSecond: e.ratePerSecond },
+    breaker: { state: e.breakerState, openUntil: iso(e.breakerOpenUntil), probeOwner: e.breakerProbeOwner },
   };
 }
+
+/** The shared breaker in a word or two: `closed`, `open 25s`, `half-open`. */
+export const breakerText = (e: EndpointHealthRow): string =>
+  e.breakerState === 'open' && e.breakerOpenUntil !== null
+    ? `open ${duration(Math.max(0, (e.breakerOpenUntil - Date.now()) / 1000))}`
+    : e.breakerState;
+
+/** The endpoint's own limits (each split between the live relays); `-` when it has none. */
+export const limitsText = (e: EndpointHealthRow): string =>
+  [
+    e.maxInFlight === null ? [] : [`${e.maxInFlight} in flight`],
+    e.ratePerSecond === null ? [] : [`${e.ratePerSecond}/s`],
+  ]
+    .flat()
+    .join(', ') || '-';
 
 export function healthTable(rows: readonly EndpointHealthRow[]): string[] {
   return table(
@@ -122,6 +140,8 @@ export function healthTable(rows: readonly EndpointHealthRow[]): string[] {
       'SUCCESS/1H',
       'PENDING',
       'DEAD',
+      'BREAKER',
+      'LIMITS',
       'FAILING SINCE',
       'DISABLED',
     ],
@@ -135,6 +155,8 @@ export function healthTable(rows: readonly EndpointHealthRow[]): string[] {
       percent(successRate(e.deliveredLastHour, e.failedAttemptsLastHour)),
       String(e.pending),
       String(e.dead),
+      breakerText(e),
+      limitsText(e),
       when(e.failingSince),
       e.enabled
         ? '-'

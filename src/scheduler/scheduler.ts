@@ -59,7 +59,7 @@ export function createScheduler(deps: SchedulerDeps) {
         throttleTimers.delete(throttled);
         queue.unthrottle(throttled);
         pump();
-      }, untilMs - performance.now());
+      }, Math.max(0, untilMs - performance.now()));
       timer.unref();
       throttleTimers.set(throttled, timer);
     }
