@@ -106,6 +106,34 @@ test('rate_limit_per_second = 20 holds across three relays: never more than 22 r
   expect(perRelay.filter((n) => n > 0).length).toBe(3);
 });
 
+test('relays joining and leaving mid-run: max_in_flight = 4 still holds, and the newcomer takes its share', async ({
+  db,
+  receiver,
+  startRelay,
+}) => {
+  const endpoint = await addEndpoint(db, receiver.url);
+  await setLimits(db, endpoint.id, 4, null);
+  const env = { CLUSTER_POLL_INTERVAL: '200ms', SCHEDULER_CAPACITY: '40', CLAIM_BATCH: '20' };
+  const first = await startRelay(env);
+  const second = await startRelay(env, 'standby');
+  await untilSettled(db, 2, 200);
+  const open = trackOpen(receiver, 40);
+  await insertMany(db, 400);
+  await until(() => receiver.requests.length >= 60, { what: '60 requests' });
+  const joiner = await startRelay(env, 'standby');
+  await until(async () => (await deliveredBy(joiner.httpPort)) > 0, { what: 'the newcomer delivers' });
+  const maxAfterJoin = open.max;
+  await second.stop(); // leaves: its row is deleted once its in-flight work is done
+  await until(async () => (await countWhere(db, 'delivered')) === 400, { what: '400 delivered', timeoutMs: 30_000 });
+  const perRelay = await Promise.all([first, joiner].map((r) => deliveredBy(r.httpPort)));
+  console.info(
+    `max_in_flight 4, 2 relays + 1 joining + 1 leaving: at most ${maxAfterJoin} open through the join, ` +
+      `${open.max} in all; the newcomer delivered ${perRelay[1]}`,
+  );
+  expect(open.max).toBeLessThanOrEqual(4);
+  expect(perRelay[1]).toBeGreaterThan(0);
+});
+
 test('a receiver down for 15 s: one relay opens the shared breaker, all stop within a second, one probe per period, no churn, nothing lost', async ({
   db,
   receiver,

@@ -1,5 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { createClusterView, rateShareOf, shareOf, type Poll } from '../src/limits/cluster-view.ts';
+import { createLogger } from '../src/log.ts';
+import { createScheduler } from '../src/scheduler/scheduler.ts';
 
 const EP = '6f1c1c2e-0000-4000-8000-000000000001';
 const endpoints = Array.from({ length: 200 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
@@ -125,5 +127,42 @@ describe('the cluster view', () => {
       ratePerSecond: 20,
       rateShare: 20,
     });
+  });
+});
+
+describe('the scheduler with cluster limits', () => {
+  test('claims and fan-out give blocked endpoints a quota of 0, listed or not', () => {
+    const scheduler = createScheduler({
+      capacity: 100,
+      concurrency: 10,
+      perEndpointConcurrency: 4,
+      limits: { concurrency: () => 0, rate: () => null, blocked: () => ['B', 'C'] },
+      log: createLogger('silent'),
+      attempt: () => new Promise(() => {}),
+      finished: () => {},
+      handBack: async () => {},
+    });
+    const reserved = scheduler.reserve(2);
+    const jobOf = (deliveryId: string, endpointId: string) => ({
+      deliveryId,
+      outboxId: deliveryId,
+      endpointId,
+      tenant: null,
+      url: 'https://x.example/',
+      secrets: [],
+      maxInFlight: null,
+      ratePerSecond: null,
+      attempt: 1,
+      eventType: 'e',
+      payload: '{}',
+      createdAtMs: 0,
+    });
+    scheduler.accept([jobOf('1', 'A'), jobOf('2', 'B')], reserved);
+    const quotas = scheduler.quotas();
+    const of = (id: string) => quotas.quotas[quotas.endpointIds.indexOf(id)];
+    expect(of('A')).toBeGreaterThan(0);
+    expect(of('B')).toBe(0);
+    expect(of('C')).toBe(0);
+    expect(scheduler.inFlight()).toBe(0); // a share of 0 starts nothing
   });
 });
