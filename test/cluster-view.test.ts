@@ -100,7 +100,8 @@ describe('the cluster view', () => {
     other.apply(poll({ sentAtMs: 0, breakers: [half] }));
     expect(view.gate(EP, 10)).toEqual({ kind: 'probe' });
     expect(view.concurrency(EP, 6, 10)).toBe(1);
-    expect(view.blocked()).toEqual([]);
+    expect(view.blocked()).toEqual([EP]); // claims take no more: the probe has its one delivery
+    expect(view.toHandBack()).toEqual([]); // and that delivery stays
     view.probeStarted(EP);
     expect(view.gate(EP, 10).kind).toBe('open'); // a second request would be a second probe
     expect(other.gate(EP, 10).kind).toBe('open');

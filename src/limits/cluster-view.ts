@@ -125,7 +125,7 @@ export function createClusterView(options: ClusterViewOptions) {
   const view = {
     /** Applies a poll; returns the endpoints that became blocked (their queued jobs should be handed back). */
     apply(poll: Poll): string[] {
-      const before = new Set(view.blocked());
+      const before = new Set(view.toHandBack());
       members = [...new Set([...poll.peers, options.me])].sort();
       index = members.indexOf(options.me);
       polledAtMs = Math.max(polledAtMs, poll.sentAtMs);
@@ -138,7 +138,7 @@ export function createClusterView(options: ClusterViewOptions) {
       }
       for (const id of probing) if (breakers.get(id)?.mine !== true) probing.delete(id);
       recomputeZeroShares();
-      return view.blocked().filter((id) => !before.has(id));
+      return view.toHandBack().filter((id) => !before.has(id));
     },
     members: (): readonly string[] => members,
     fresh,
@@ -176,12 +176,19 @@ export function createClusterView(options: ClusterViewOptions) {
       if (ratePerSecond === null) return null;
       return rateShareOf(ratePerSecond, members.length, limit);
     },
-    /** Breakers not closed (but not the probe this relay owns) and endpoints this relay has no share of. */
+    /**
+     * Endpoints nothing more may be claimed or fanned out claimed for: breakers not closed (the probe this relay
+     * owns included: it has its one delivery) and endpoints this relay has no share of.
+     */
     blocked(): string[] {
       const out: string[] = [];
-      for (const [id, b] of breakers) if (!b.mine && out.length < maxBlocked) out.push(id);
+      for (const id of breakers.keys()) if (out.length < maxBlocked) out.push(id);
       for (const id of zeroShare) if (!breakers.has(id) && out.length < maxBlocked) out.push(id);
       return out;
+    },
+    /** Blocked endpoints whose queued jobs go back to the table (not the one whose probe this relay holds). */
+    toHandBack(): string[] {
+      return view.blocked().filter((id) => breakers.get(id)?.mine !== true);
     },
     /** Open breakers whose open period has ended, and half-open ones whose probe owner's time ran out. */
     probesDue(nowMs: number): string[] {
@@ -209,9 +216,7 @@ export function createClusterView(options: ClusterViewOptions) {
      * The limits of the endpoints most recently limited here (at most 50), as the cluster has them and as this
      * relay's share, for metrics.
      */
-    limits(
-      nowMs: number,
-    ): {
+    limits(nowMs: number): {
       endpointId: string;
       maxInFlight: number;
       share: number;

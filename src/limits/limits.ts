@@ -55,7 +55,7 @@ export function createClusterLimits(deps: ClusterLimitsDeps) {
     view.apply({ sentAtMs, ...polled });
     // Every blocked endpoint, not only those that just became so: a claim that raced the breaker's write may
     // have brought some of its jobs in since.
-    onBlocked(view.blocked());
+    onBlocked(view.toHandBack());
   };
 
   /** Takes the probe of each breaker whose open period ended, with its one delivery (if a peer did not first). */
