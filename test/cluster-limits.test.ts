@@ -48,6 +48,17 @@ function trackOpen(receiver: Receiver, delayMs: number) {
   return seen;
 }
 
+/** The most of `times` (ms) that fall in any window of `ms`. */
+function mostInWindow(times: readonly number[], ms: number): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let most = 0;
+  for (let i = 0, j = 0; i < sorted.length; i++) {
+    while (sorted[j]! < sorted[i]! - ms + 1) j++;
+    most = Math.max(most, i - j + 1);
+  }
+  return most;
+}
+
 const deliveredBy = (port: number) => scrape(port, 'outbox_relay_deliveries_total', { outcome: 'delivered' });
 
 test('max_in_flight = 4 holds across three relays: never more than 4 requests open at the receiver', async ({
@@ -82,27 +93,43 @@ test('max_in_flight = 4 holds across three relays: never more than 4 requests op
 test('rate_limit_per_second = 20 holds across three relays: never more than 22 requests in any second', async ({
   db,
   receiver,
-  startRelay,
+  spawnRelay,
 }) => {
   const endpoint = await addEndpoint(db, receiver.url);
   await setLimits(db, endpoint.id, null, 20);
-  const env = { CLUSTER_POLL_INTERVAL: '200ms', SCHEDULER_CAPACITY: '40', CLAIM_BATCH: '20' };
-  const relays = [await startRelay(env), await startRelay(env, 'standby'), await startRelay(env, 'standby')];
+  // Relays in processes of their own, logging at debug: each says when it started each request.
+  const env = relayEnv(db, {
+    CLUSTER_POLL_INTERVAL: '200ms',
+    SCHEDULER_CAPACITY: '40',
+    CLAIM_BATCH: '20',
+    LOG_LEVEL: 'debug',
+  });
+  const relays = [spawnRelay(env)];
+  await untilReady(relays[0]!, 'streaming');
+  relays.push(spawnRelay(env), spawnRelay(env));
+  await Promise.all(relays.slice(1).map((r) => untilReady(r, 'standby')));
   await untilSettled(db, 3, 200);
   await insertMany(db, 200);
   await until(async () => (await countWhere(db, 'delivered')) === 200, { what: '200 delivered', timeoutMs: 30_000 });
-  const times = receiver.requests.map((r) => r.receivedAt).sort((a, b) => a - b);
-  const inWindow = (ms: number) => Math.max(...times.map((t, i) => times.slice(i).filter((u) => u < t + ms).length));
-  const perSecond = inWindow(1_000);
-  const perTenSeconds = inWindow(10_000);
-  const mean = ((times.length - 1) * 1000) / (times.at(-1)! - times[0]!);
-  const perRelay = await Promise.all(relays.map((r) => deliveredBy(r.httpPort)));
+  // Sent: when each relay started the request (its debug log). Arrived: when the receiver had it; arrivals
+  // bunch by the variation of each request's way there (up to ~130 ms on this loaded 2-core machine).
+  const sent = relays
+    .flatMap((r) => r.logs.filter((l) => l.msg === 'attempt starts' && l.endpointId === endpoint.id))
+    .map((l) => Date.parse(String(l.time)));
+  const arrived = receiver.requests.map((r) => r.receivedAt);
+  const perSecondSent = mostInWindow(sent, 1_000);
+  const perSecondArrived = mostInWindow(arrived, 1_000);
+  const perTenSeconds = mostInWindow(sent, 10_000);
+  const mean = ((sent.length - 1) * 1000) / (Math.max(...sent) - Math.min(...sent));
+  const perRelay = await Promise.all(relays.map((r) => deliveredBy(r.httpPort()!)));
   console.info(
-    `rate 20/s, 3 relays: at most ${perSecond} in any 1 s, ${perTenSeconds} in any 10 s; mean ${mean.toFixed(2)}/s; per relay ${perRelay.join('/')}`,
+    `rate 20/s, 3 relays: at most ${perSecondSent} sent in any 1 s (${perSecondArrived} arrived), ${perTenSeconds} ` +
+      `sent in any 10 s; mean ${mean.toFixed(2)}/s; per relay ${perRelay.join('/')}`,
   );
-  expect(perSecond).toBeLessThanOrEqual(22);
+  expect(sent).toHaveLength(200);
+  expect(perSecondSent).toBeLessThanOrEqual(22);
   expect(perTenSeconds).toBeLessThanOrEqual(220);
-  expect(mean).toBeGreaterThan(14); // the shares add up to the whole rate (less under a loaded machine)
+  expect(mean).toBeGreaterThan(14); // the shares add up to the whole rate, less 5 % headroom (less under load)
   expect(perRelay.filter((n) => n > 0).length).toBe(3);
 });
 
@@ -156,7 +183,11 @@ test('a receiver down for 15 s: one relay opens the shared breaker, all stop wit
     BREAKER_ERROR_THRESHOLD: '50',
     BREAKER_RESET_TIMEOUT: '2s',
     BREAKER_WINDOW: '2s',
-    RETRY_SCHEDULE: Array.from({ length: 30 }, () => '1s').join(','),
+    // Defaults: leases held unsent are renewed every 10 s (one write each), and rows that failed before the
+    // breaker opened are not due again (5 s) while it opens.
+    HEARTBEAT_INTERVAL: '10s',
+    LEASE: '30s',
+    RETRY_SCHEDULE: Array.from({ length: 10 }, () => '5s').join(','),
   };
   const relays = [await startRelay(env), await startRelay(env, 'standby'), await startRelay(env, 'standby')];
   await untilSettled(db, 3, 1_000);

@@ -27,10 +27,10 @@ describe('shareOf: an endpoint’s limit split between the live relays', () => {
     for (const count of extra) expect(count).toBeGreaterThan(30);
   });
 
-  test('rates split evenly between the relays that can send at all', () => {
-    expect(rateShareOf(20, 3, 16) * 3).toBeCloseTo(20);
-    expect(rateShareOf(20, 3, 1)).toBe(20); // max_in_flight 1: only one relay sends, at the whole rate
-    expect(rateShareOf(20, 3, 2) * 2).toBeCloseTo(20);
+  test('rates split evenly between the relays that can send at all, each keeping 5 % headroom', () => {
+    expect(rateShareOf(20, 3, 16) * 3).toBeCloseTo(19);
+    expect(rateShareOf(20, 3, 1)).toBeCloseTo(19); // max_in_flight 1: only one relay sends, at the whole rate
+    expect(rateShareOf(20, 3, 2) * 2).toBeCloseTo(19);
   });
 });
 
@@ -52,10 +52,10 @@ describe('the cluster view', () => {
     const view = createClusterView(options);
     view.apply(poll({ sentAtMs: 0, peers: ['a', 'c'], joinedMsAgo: 10_000 }));
     expect(view.concurrency(EP, 6, 10)).toBe(2);
-    expect(view.rate(EP, 30, 6)).toBe(10);
+    expect(view.rate(EP, 30, 6)).toBeCloseTo(9.5);
     view.apply(poll({ sentAtMs: 1_000, peers: ['a'], joinedMsAgo: 11_000 }));
     expect(view.concurrency(EP, 6, 1_010)).toBe(3);
-    expect(view.rate(EP, 30, 6)).toBe(15);
+    expect(view.rate(EP, 30, 6)).toBeCloseTo(14.25);
   });
 
   test('a relay joining a running cluster takes no share for two poll intervals, so its peers shrink first', () => {
@@ -66,6 +66,16 @@ describe('the cluster view', () => {
     expect(view.concurrency(EP, 6, 1_010)).toBe(0);
     view.apply(poll({ sentAtMs: 2_000, peers: ['a'], joinedMsAgo: 2_000 }));
     expect(view.concurrency(EP, 6, 2_010)).toBe(3);
+  });
+
+  test('a relay whose row may have expired (no poll for lease − poll) waits out the join grace again', () => {
+    const view = createClusterView(options);
+    view.apply(poll({ sentAtMs: 0, peers: ['a'], joinedMsAgo: 10_000 }));
+    expect(view.concurrency(EP, 6, 10)).toBe(3);
+    view.apply(poll({ sentAtMs: 4_500, peers: ['a'], joinedMsAgo: 14_500 })); // frozen for 4.5 s
+    expect(view.concurrency(EP, 6, 4_510)).toBe(0);
+    view.apply(poll({ sentAtMs: 6_500, peers: ['a'], joinedMsAgo: 16_500 }));
+    expect(view.concurrency(EP, 6, 6_510)).toBe(3);
   });
 
   test('an endpoint this relay has no share of is blocked (claims leave it to the relay that has one)', () => {
@@ -126,7 +136,7 @@ describe('the cluster view', () => {
       maxInFlight: 4,
       share: 4,
       ratePerSecond: 20,
-      rateShare: 20,
+      rateShare: 19,
     });
   });
 });

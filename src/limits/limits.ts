@@ -52,7 +52,10 @@ export function createClusterLimits(deps: ClusterLimitsDeps) {
   const poll = async (): Promise<void> => {
     const sentAtMs = now();
     const polled = await deps.pool.one(pollCluster(deps.owner, deps.workerId, deps.memberLeaseMs));
+    const before = view.members().length;
     view.apply({ sentAtMs, ...polled });
+    const relays = view.members().length;
+    if (relays !== before) deps.log.info({ relays, settled: view.settled() }, 'cluster membership changed');
     // Every blocked endpoint, not only those that just became so: a claim that raced the breaker's write may
     // have brought some of its jobs in since.
     onBlocked(view.toHandBack());
@@ -121,6 +124,8 @@ export function createClusterLimits(deps: ClusterLimitsDeps) {
     async guard(job: Job, attempt: () => Promise<Attempt>): Promise<Attempt> {
       const gate = view.gate(job.endpointId, now());
       if (gate.kind === 'open') return { kind: 'deferred', untilMs: Date.now() + (gate.untilMs - now()) };
+      // The moment a request is sent, for whoever checks a limit from the relays' side (LOG_LEVEL=debug).
+      deps.log.debug({ endpointId: job.endpointId, deliveryId: job.deliveryId }, 'attempt starts');
       if (gate.kind === 'closed') return attempt();
       view.probeStarted(job.endpointId);
       const result = await attempt();
@@ -140,14 +145,18 @@ export function createClusterLimits(deps: ClusterLimitsDeps) {
     tripped(endpointId: string): void {
       if (view.gate(endpointId, now()).kind !== 'closed') return; // already open, or this relay's probe decides
       view.opened(endpointId, now() + deps.resetTimeoutMs);
-      onBlocked([endpointId]);
+      deps.changed(); // nothing more starts here
       void deps.pool
         .one(openBreaker(endpointId, deps.owner, deps.resetTimeoutMs))
         .then(({ opened }) => {
           if (opened) deps.log.warn({ endpointId, state: 'open' }, 'circuit breaker state changed');
         })
         .catch((err: unknown) => deps.log.error({ err, endpointId }, 'opening the shared breaker failed'))
-        .finally(() => wake.wake());
+        .finally(() => {
+          // Only now: handed back before the breaker row committed, they would be claimed again at once.
+          deps.blocked([endpointId]);
+          wake.wake();
+        });
     },
     /** Polls until `signal` aborts, then leaves the cluster (peers take this relay's shares at once). */
     async run(signal: AbortSignal): Promise<void> {
