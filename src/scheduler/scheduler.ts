@@ -55,11 +55,14 @@ export function createScheduler(deps: SchedulerDeps) {
         continue;
       }
       const { throttled, untilMs } = taken;
-      const timer = setTimeout(() => {
-        throttleTimers.delete(throttled);
-        queue.unthrottle(throttled);
-        pump();
-      }, Math.max(0, untilMs - performance.now()));
+      const timer = setTimeout(
+        () => {
+          throttleTimers.delete(throttled);
+          queue.unthrottle(throttled);
+          pump();
+        },
+        Math.max(0, untilMs - performance.now()),
+      );
       timer.unref();
       throttleTimers.set(throttled, timer);
     }
