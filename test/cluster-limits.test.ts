@@ -3,6 +3,7 @@ import { sql } from 'slonik';
 import { expect } from 'vitest';
 import { z } from 'zod';
 import { test } from './fixtures.ts';
+import { claimFair, FIRST_ENDPOINT } from '../src/scheduler/queries.ts';
 import { cli } from './support/cli.ts';
 import { addEndpoint, countWhere, type TestDb } from './support/postgres.ts';
 import type { Receiver } from './support/receiver.ts';
@@ -310,4 +311,30 @@ test('killing the relay that holds an endpoint’s only slot blocks it no longer
   expect(open.max).toBeLessThanOrEqual(1);
   const received = new Set(receiver.requests.map((r) => r.headers['webhook-id']));
   for (const id of ids) expect(received).toContain(`msg_${id}`);
+});
+
+test('the claim leaves an endpoint whose shared breaker is open or half-open untouched, whatever the relay’s quotas say', async ({
+  db,
+  receiver,
+}) => {
+  const open = await addEndpoint(db, `${receiver.url}/open`);
+  const probing = await addEndpoint(db, `${receiver.url}/probing`);
+  const healthy = await addEndpoint(db, `${receiver.url}/healthy`);
+  await db.app.query(`
+    WITH o AS (INSERT INTO webhooks.outbox (event_type, payload) SELECT 'e', '{}' FROM generate_series(1, 3) RETURNING id)
+    INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, status, attempts, next_attempt_at)
+    SELECT o.id, ep.id, 'pending', 0, now() - interval '1 second' FROM o CROSS JOIN webhooks.endpoints ep`);
+  await db.pool.query(sql.unsafe`
+    INSERT INTO webhooks.endpoint_breakers (endpoint_id, state, open_until, probe_owner, probe_until)
+    VALUES (${open.id}, 'open', now() - interval '1 second', NULL, NULL),
+           (${probing.id}, 'half-open', NULL, 'someone', now() + interval '1 minute')`);
+  const rows = await db.pool.any(
+    claimFair('claimer', 60_000, 100, { endpointIds: [], quotas: [], fresh: 100 }, FIRST_ENDPOINT, 256),
+  );
+  expect(new Set(rows.map((r) => r.endpointId))).toEqual(new Set([healthy.id]));
+  expect(rows).toHaveLength(3);
+  expect(rows[0]!.more).toEqual([]); // nothing "left" to come back for either
+  const written = await db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
+    SELECT count(*)::int AS n FROM webhooks.deliveries WHERE endpoint_id <> ${healthy.id} AND status <> 'pending'`);
+  expect(written).toBe(0);
 });
