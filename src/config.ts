@@ -292,6 +292,7 @@ const EnvSchema = z.object({
   AUTO_DISABLE_AFTER: duration(0, 365 * 86_400_000).default(5 * 86_400_000),
   AUTO_DISABLE_AFTER_FAILURES: integer(0, 1_000_000).default(0),
   STATS_INTERVAL: duration(100, 3_600_000).default(15_000),
+  CLUSTER_POLL_INTERVAL: duration(100, 10_000).default(1_000),
   STATEMENT_TIMEOUT: duration(1_000, 600_000).default(30_000),
   BREAKER_ERROR_THRESHOLD: integer(1, 100).default(50),
   BREAKER_VOLUME_THRESHOLD: integer(1, 100_000).default(10),
@@ -395,6 +396,8 @@ export type Config = Readonly<{
   /** Consecutive failed attempts that disable an endpoint; 0 = never (AUTO_DISABLE_AFTER alone decides). */
   autoDisableFailures: number;
   statsIntervalMs: number;
+  /** How often cluster membership and shared breakers are read; a relay's membership lives 5 × this. */
+  clusterPollIntervalMs: number;
   breakerErrorThresholdPercent: number;
   breakerVolumeThreshold: number;
   breakerResetTimeoutMs: number;
@@ -492,6 +495,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     autoDisableMs: e.AUTO_DISABLE_AFTER,
     autoDisableFailures: e.AUTO_DISABLE_AFTER_FAILURES,
     statsIntervalMs: e.STATS_INTERVAL,
+    clusterPollIntervalMs: e.CLUSTER_POLL_INTERVAL,
     breakerErrorThresholdPercent: e.BREAKER_ERROR_THRESHOLD,
     breakerVolumeThreshold: e.BREAKER_VOLUME_THRESHOLD,
     breakerResetTimeoutMs: e.BREAKER_RESET_TIMEOUT,

@@ -19,6 +19,7 @@ import { createFanOut } from './fanout/fanout.ts';
 import { createLedger } from './fanout/ledger.ts';
 import { runPersister } from './fanout/persist.ts';
 import { insertPending } from './fanout/queries.ts';
+import { createClusterLimits } from './limits/limits.ts';
 import { createReleasers } from './lifecycle/releasers.ts';
 import { supervise, type Loop, type Stage } from './lifecycle/supervise.ts';
 import type { Logger } from './log.ts';
@@ -97,15 +98,37 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       retryAfterMaxMs: config.retryAfterMaxMs,
       trace: tracing.attempt,
     });
+    // Per-endpoint limits and breakers hold for the cluster: this relay takes its share (src/limits/).
+    const limits = createClusterLimits({
+      pool,
+      owner,
+      workerId: config.workerId,
+      pollMs: config.clusterPollIntervalMs,
+      memberLeaseMs: 5 * config.clusterPollIntervalMs,
+      deliveryLeaseMs: config.leaseMs,
+      resetTimeoutMs: config.breakerResetTimeoutMs,
+      log,
+      changed: () => scheduler.limitsChanged(),
+      blocked: (endpointIds) => endpointIds.forEach((id) => scheduler.park(id)),
+      reserve: () => scheduler.reserve(1),
+      accept: (jobs, reserved) => scheduler.accept(jobs, reserved),
+      claiming: (statement) => orphans.claiming(statement),
+    });
+    metrics.watchCluster({
+      members: () => limits.view.members().length,
+      breakers: () => limits.view.breakers(),
+      limits: () => limits.view.limits(performance.now()),
+    });
+    // opossum counts this relay's outcomes; when they trip it, the shared breaker opens for every relay.
     const breakers = hold(
       createBreakers({
         errorThresholdPercentage: config.breakerErrorThresholdPercent,
         volumeThreshold: config.breakerVolumeThreshold,
         resetTimeoutMs: config.breakerResetTimeoutMs,
         rollingWindowMs: config.breakerWindowMs,
-        onStateChange: (endpointId, state, openCount) => {
-          log.warn({ endpointId, state }, 'circuit breaker state changed');
-          metrics.breakerChanged(endpointId, state, openCount);
+        countOnly: true,
+        onStateChange: (endpointId, state) => {
+          if (state === 'open') limits.tripped(endpointId);
         },
       }),
       (b) => b.shutdown(),
@@ -131,11 +154,14 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       maxBytes: config.payloadBudgetBytes - streamBytes,
       concurrency: config.deliveryConcurrency,
       perEndpointConcurrency: config.endpointConcurrency,
+      limits: limits.endpointLimits,
       log,
-      // While an endpoint's breaker is open its deliveries are deferred without being sent or spending an attempt.
+      // While an endpoint's shared breaker is open its deliveries are deferred without being sent or spending an attempt.
       attempt: (job, signal) => {
         metrics.endpointTenant(job.endpointId, job.tenant);
-        return breakers.run(job.endpointId, () => metrics.tracked(deliver(endpoints.current(job, Date.now()), signal)));
+        return limits.guard(job, () =>
+          breakers.run(job.endpointId, () => metrics.tracked(deliver(endpoints.current(job, Date.now()), signal))),
+        );
       },
       finished: (job, attempt) => {
         metrics.attemptFinished(job, attempt);
@@ -307,6 +333,8 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       {
         loops: {
           heartbeat: (signal) => runHeartbeat({ ...config, pool, owner, scheduler, heldIds, log, onLeaseLost }, signal),
+          // Last: peers take this relay's shares once it leaves, when nothing of it is in flight any more.
+          cluster: (signal) => limits.run(signal),
         },
       },
     ];

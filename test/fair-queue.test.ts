@@ -201,3 +201,37 @@ test('a newer job that lowers the cap while its endpoint waits its turn is honou
   expect(q.take(0)).toBeUndefined();
   expect(q.active('A')).toBe(1);
 });
+
+test('with cluster limits, an endpoint gets this relay’s share of its cap and rate, and a refresh applies new shares', () => {
+  let members = 3;
+  const limits = {
+    concurrency: (_id: string, limit: number) => Math.floor(limit / members),
+    rate: (_id: string, rate: number | null) => (rate === null ? null : rate / members),
+    blocked: () => [],
+  };
+  const q = createFairQueue(16, limits);
+  for (let i = 1; i <= 6; i++) q.push(job(`a${i}`, 'A', { maxInFlight: 6 }));
+  expect(drain(q)).toEqual(['a1', 'a2']); // 6 / 3 relays
+  members = 1; // the peers left
+  q.refresh();
+  expect(drain(q)).toEqual(['a3', 'a4', 'a5', 'a6']);
+  const r = createFairQueue(16, limits);
+  r.push(job('r1', 'R', { ratePerSecond: 30 }));
+  r.push(job('r2', 'R', { ratePerSecond: 30 }));
+  expect(next(r, 0)).toBe('r1');
+  expect(next(r, 0)).toBe(`throttled:R@${1000 / 30}`); // alone: the whole 30/s
+});
+
+test('an endpoint whose cluster share is 0 (breaker open, or no share here) starts nothing until a refresh', () => {
+  let open = true;
+  const q = createFairQueue(16, {
+    concurrency: (_id, limit) => (open ? 0 : limit),
+    rate: (_id, rate) => rate,
+    blocked: () => (open ? ['A'] : []),
+  });
+  q.push(job('a1', 'A'));
+  expect(drain(q)).toEqual([]);
+  open = false;
+  q.refresh();
+  expect(drain(q)).toEqual(['a1']);
+});

@@ -79,7 +79,12 @@ withLink(
   'a flood of 200 concurrent /readyz requests sends no statement to the database',
   async ({ link: { proxy, url }, startRelay }) => {
     // Slow loops, so the flood's window holds at most a readiness ping of the relay's own.
-    const relay = await startRelay({ DATABASE_URL: url, CLAIM_INTERVAL: '1m', SWEEP_INTERVAL: '1h' });
+    const relay = await startRelay({
+      DATABASE_URL: url,
+      CLAIM_INTERVAL: '1m',
+      SWEEP_INTERVAL: '1h',
+      CLUSTER_POLL_INTERVAL: '10s',
+    });
     await until(async () => (await timedGet(relay.httpPort, '/readyz')).status === 200, { what: 'ready' });
     const before = proxy.statements();
     const answers = await Promise.all(Array.from({ length: 200 }, () => timedGet(relay.httpPort, '/readyz')));

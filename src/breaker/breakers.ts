@@ -15,6 +15,11 @@ export type BreakersOptions = {
   rollingWindowMs: number;
   /** Most breakers held; beyond it the least recently used closed one is dropped. Default 10 000. */
   maxBreakers?: number;
+  /**
+   * The shared breaker decides (src/limits/): `run` never defers, and a breaker that opens reports 'open' and
+   * closes again at once, so opossum only detects that this relay's outcomes crossed the threshold.
+   */
+  countOnly?: boolean;
   /** `openCount`: how many breakers are not closed, this one's change included. */
   onStateChange?: (endpointId: string, state: BreakerState, openCount: number) => void;
 };
@@ -83,6 +88,7 @@ export function createBreakers(options: BreakersOptions) {
     breaker.on('open', () => {
       entry.untilMs = Date.now() + options.resetTimeoutMs;
       changed('open');
+      if (options.countOnly === true) queueMicrotask(() => breaker.close());
     });
     breaker.on('halfOpen', () => changed('half-open'));
     breaker.on('close', () => changed('closed'));
@@ -154,6 +160,11 @@ export function createBreakers(options: BreakersOptions) {
       if (stopped) return call(attempt); // after shutdown: nothing counted, nothing deferred
       const entry = touch(endpointId);
       const { breaker } = entry;
+      if (options.countOnly === true) {
+        const result = await call(attempt);
+        await record(entry, result);
+        return result;
+      }
       if (breaker.opened) return { kind: 'deferred', untilMs: entry.untilMs };
       let probe: object | undefined;
       if (breaker.halfOpen) {

@@ -21,7 +21,7 @@ type TableNeed = {
 
 /**
  * What the relay's statements do to each table, read from them: fanout/queries.ts, scheduler/queries.ts
- * (claims, outcome writes, leases), sweep/queries.ts, retention/queries.ts, metrics/db-stats.ts, plus the reads
+ * (claims, outcome writes, leases), limits/queries.ts (membership, shared breakers), sweep/queries.ts, retention/queries.ts, metrics/db-stats.ts, plus the reads
  * of ops/queries.ts for status and deliveries. Keep this list in step with those files; test/roles.test.ts
  * runs the relay with exactly these grants.
  */
@@ -69,6 +69,16 @@ const RUN_NEEDS: readonly TableNeed[] = [
     table: 'delivery_attempts',
     privileges: ['SELECT', 'INSERT'],
     why: 'outcome writes log failed attempts; status reads them',
+  },
+  {
+    table: 'relays',
+    privileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+    why: 'each relay renews its membership row every CLUSTER_POLL_INTERVAL and deletes it when it stops (limits are split between live relays)',
+  },
+  {
+    table: 'endpoint_breakers',
+    privileges: ['SELECT', 'INSERT', 'UPDATE'],
+    why: 'the shared circuit breaker: polled by every relay, written on a trip, a probe taken, a probe decided',
   },
 ];
 

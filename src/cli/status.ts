@@ -1,7 +1,7 @@
 import { bytes, duration, healthTable, printable, statusJson } from '../ops/format.ts';
 import { fail, intArg, parseCommand, printJson, printText, wantsHelp, withOperations } from '../ops/args.ts';
 import { LIMITS } from '../ops/operations.ts';
-import { STATUSES, type SlotRow } from '../ops/queries.ts';
+import { RELAYS_SHOWN, STATUSES, type RelayRow, type SlotRow } from '../ops/queries.ts';
 
 const USAGE = 'usage: outbox-relay status [--limit 50] [--json]';
 
@@ -28,6 +28,7 @@ export async function main(args: string[]): Promise<number> {
           : `due now ${pending.due}, oldest waiting ${duration(pending.oldestDueAgeSeconds)}`;
       printText([
         ...slotLines(name, slot),
+        `relays      ${relaysLine(report.relays)}`,
         `deliveries  ${STATUSES.map((s) => `${s} ${deliveries[s]}`).join('   ')}`,
         `backlog     ${due};  parked ${pending.parked} (pending on disabled endpoints, sent on "endpoints enable")`,
         '',
@@ -40,6 +41,14 @@ export async function main(args: string[]): Promise<number> {
     for (const warning of report.warnings) process.stderr.write(`outbox-relay: warning: ${warning}\n`);
     return report.problems.length === 0 ? 0 : 1;
   });
+}
+
+function relaysLine(relays: readonly RelayRow[]): string {
+  if (relays.length === 0) return '0 live (none is running)';
+  const shown = relays.slice(0, RELAYS_SHOWN).map((r) => printable(r.workerId));
+  const more = relays.length > RELAYS_SHOWN ? ', …' : '';
+  const count = relays.length > RELAYS_SHOWN ? `more than ${RELAYS_SHOWN}` : String(relays.length);
+  return `${count} live (${shown.join(', ')}${more}); each takes a share of every endpoint's limits`;
 }
 
 function slotLines(name: string, slot: SlotRow): string[] {

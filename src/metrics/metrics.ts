@@ -3,6 +3,19 @@ import type { Attempt, BreakerState, Job, Outcome } from '../domain.ts';
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/** The cluster as this relay sees it (src/limits/), read at each scrape. */
+export type ClusterSource = {
+  members: () => number;
+  breakers: () => ReadonlyMap<string, { state: 'open' | 'half-open' }>;
+  limits: () => readonly {
+    endpointId: string;
+    maxInFlight: number;
+    share: number;
+    ratePerSecond: number | null;
+    rateShare: number | null;
+  }[];
+};
+
 /** Per-endpoint breaker series exist only while a breaker is not closed, and at most this many at once. */
 const MAX_BREAKER_SERIES = 100;
 /** Endpoints whose tenant is remembered for the per-endpoint series (as many as the relay keeps breakers for). */
@@ -13,10 +26,43 @@ const MAX_TENANTS_KNOWN = 10_000;
  * the instruments, it owns what to record for each pipeline event, and keeps label cardinality bounded.
  */
 export function createMetrics() {
-  const instruments = createInstruments();
+  let cluster: ClusterSource | undefined;
+  // Read at scrape time (each cluster gauge's collect calls it; idempotent and bounded: ≤ 100 + 50 × 4 series).
+  const collectCluster = () => {
+    if (cluster === undefined) return;
+    const shared = cluster.breakers();
+    for (const id of [...labelled.keys()]) if (!shared.has(id)) breakerChanged(id, 'closed', shared.size);
+    for (const [id, b] of shared) breakerChanged(id, b.state, shared.size);
+    instruments.breakersOpen.set(shared.size);
+    instruments.clusterRelays.set(cluster.members());
+    instruments.endpointLimit.reset();
+    instruments.endpointShare.reset();
+    for (const l of cluster.limits()) {
+      instruments.endpointLimit.set({ endpoint_id: l.endpointId, limit: 'max_in_flight' }, l.maxInFlight);
+      instruments.endpointShare.set({ endpoint_id: l.endpointId, limit: 'max_in_flight' }, l.share);
+      if (l.ratePerSecond !== null) {
+        instruments.endpointLimit.set({ endpoint_id: l.endpointId, limit: 'rate_per_second' }, l.ratePerSecond);
+        instruments.endpointShare.set({ endpoint_id: l.endpointId, limit: 'rate_per_second' }, l.rateShare ?? 0);
+      }
+    }
+  };
+  const instruments = createInstruments(collectCluster);
   const labelled = new Map<string, string>(); // endpoints with a breaker_open series → its tenant label
   // endpoint → tenant label ('' = no tenant). Each endpoint has one tenant, so the label adds no series.
   const tenants = new Map<string, string>();
+  function breakerChanged(endpointId: string, state: BreakerState, openCount: number): void {
+    instruments.breakersOpen.set(openCount);
+    const tenant = labelled.get(endpointId);
+    if (state === 'closed') {
+      if (tenant === undefined) return;
+      labelled.delete(endpointId);
+      instruments.breakerOpen.remove({ endpoint_id: endpointId, tenant });
+    } else if (tenant !== undefined || labelled.size < MAX_BREAKER_SERIES) {
+      const label = tenant ?? tenants.get(endpointId) ?? '';
+      labelled.set(endpointId, label);
+      instruments.breakerOpen.set({ endpoint_id: endpointId, tenant: label }, state === 'open' ? 1 : 0.5);
+    }
+  }
   return {
     ...instruments,
     /** An endpoint is about to be attempted: remember its tenant for the per-endpoint series' `tenant` label. */
@@ -65,23 +111,15 @@ export function createMetrics() {
       instruments.retentionDeleted.inc({ table: 'outbox' }, outbox);
     },
     /** A breaker changed state; `openCount` is how many breakers are not closed now. */
-    breakerChanged(endpointId: string, state: BreakerState, openCount: number): void {
-      instruments.breakersOpen.set(openCount);
-      const tenant = labelled.get(endpointId);
-      if (state === 'closed') {
-        if (tenant === undefined) return;
-        labelled.delete(endpointId);
-        instruments.breakerOpen.remove({ endpoint_id: endpointId, tenant });
-      } else if (tenant !== undefined || labelled.size < MAX_BREAKER_SERIES) {
-        const label = tenant ?? tenants.get(endpointId) ?? '';
-        labelled.set(endpointId, label);
-        instruments.breakerOpen.set({ endpoint_id: endpointId, tenant: label }, state === 'open' ? 1 : 0.5);
-      }
+    breakerChanged,
+    /** Breaker gauges and limits come from the cluster's shared state from now on (read at each scrape). */
+    watchCluster(source: ClusterSource): void {
+      cluster = source;
     },
   };
 }
 
-function createInstruments() {
+function createInstruments(collectCluster: () => void) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'outbox_relay_' });
   const registers = [registry];
@@ -161,16 +199,38 @@ function createInstruments() {
       help: 'WAL the slot keeps on the server (compare with max_slot_wal_keep_size)',
       registers,
     }),
+    clusterRelays: new Gauge({
+      name: 'outbox_relay_cluster_relays',
+      help: 'Live relays this replica splits per-endpoint limits with (itself included)',
+      registers,
+      collect: collectCluster,
+    }),
     breakersOpen: new Gauge({
       name: 'outbox_relay_breakers_open',
-      help: 'Endpoints whose circuit breaker is open or half-open on this replica',
+      help: 'Endpoints whose shared circuit breaker is open or half-open (the cluster’s state)',
       registers,
+      collect: collectCluster,
     }),
     breakerOpen: new Gauge({
       name: 'outbox_relay_breaker_open',
-      help: 'Per endpoint (and its tenant), only while its breaker is not closed (at most 100 series; the rest only in breakers_open)',
+      help: 'Per endpoint (and its tenant), only while its shared breaker is not closed: 1 open, 0.5 half-open (at most 100 series; the rest only in breakers_open)',
       labelNames: ['endpoint_id', 'tenant'] as const,
       registers,
+      collect: collectCluster,
+    }),
+    endpointLimit: new Gauge({
+      name: 'outbox_relay_endpoint_limit',
+      help: 'Cluster-wide limit of the 50 endpoints most recently sent to here: max_in_flight (or ENDPOINT_CONCURRENCY), rate_per_second',
+      labelNames: ['endpoint_id', 'limit'] as const,
+      registers,
+      collect: collectCluster,
+    }),
+    endpointShare: new Gauge({
+      name: 'outbox_relay_endpoint_share',
+      help: 'This replica’s share of outbox_relay_endpoint_limit (0: it leaves the endpoint to its peers)',
+      labelNames: ['endpoint_id', 'limit'] as const,
+      registers,
+      collect: collectCluster,
     }),
     leasesLost: new Counter({
       name: 'outbox_relay_leases_lost_total',

@@ -1,7 +1,13 @@
 // Text and JSON shapes of the operator commands. Text is for a terminal (aligned, compact, relative times);
 // JSON is for scripts (ISO-8601 timestamps, ids as strings, nulls kept).
 import type { StatusReport } from './operations.ts';
-import type { AttemptRow, DeliveryRow, EndpointHealthRow, EndpointRow } from './queries.ts';
+import {
+  RELAYS_SHOWN,
+  type AttemptRow,
+  type DeliveryRow,
+  type EndpointHealthRow,
+  type EndpointRow,
+} from './queries.ts';
 
 /**
  * Characters a terminal acts on instead of showing: C0 controls (tab and newline included), DEL, C1 controls,
@@ -112,8 +118,26 @@ export function healthJson(e: EndpointHealthRow) {
     pending: e.pending,
     delivering: e.delivering,
     dead: e.dead,
+    // Cluster-wide: every live relay takes a share. maxInFlight null: ENDPOINT_CONCURRENCY; ratePerSecond null: none.
+    limits: { maxInFlight: e.maxInFlight, ratePerSecond: e.ratePerSecond },
+    breaker: { state: e.breakerState, openUntil: iso(e.breakerOpenUntil), probeOwner: e.breakerProbeOwner },
   };
 }
+
+/** The shared breaker in a word or two: `closed`, `open 25s`, `half-open`. */
+export const breakerText = (e: EndpointHealthRow): string =>
+  e.breakerState === 'open' && e.breakerOpenUntil !== null
+    ? `open ${duration(Math.max(0, (e.breakerOpenUntil - Date.now()) / 1000))}`
+    : e.breakerState;
+
+/** The endpoint's own limits (each split between the live relays); `-` when it has none. */
+export const limitsText = (e: EndpointHealthRow): string =>
+  [
+    e.maxInFlight === null ? [] : [`${e.maxInFlight} in flight`],
+    e.ratePerSecond === null ? [] : [`${e.ratePerSecond}/s`],
+  ]
+    .flat()
+    .join(', ') || '-';
 
 export function healthTable(rows: readonly EndpointHealthRow[]): string[] {
   return table(
@@ -127,6 +151,8 @@ export function healthTable(rows: readonly EndpointHealthRow[]): string[] {
       'SUCCESS/1H',
       'PENDING',
       'DEAD',
+      'BREAKER',
+      'LIMITS',
       'FAILING SINCE',
       'DISABLED',
     ],
@@ -140,6 +166,8 @@ export function healthTable(rows: readonly EndpointHealthRow[]): string[] {
       percent(successRate(e.deliveredLastHour, e.failedAttemptsLastHour)),
       String(e.pending),
       String(e.dead),
+      breakerText(e),
+      limitsText(e),
       when(e.failingSince),
       e.enabled
         ? '-'
@@ -230,6 +258,12 @@ export function statusJson(r: StatusReport) {
       maxSlotWalKeepSize: slot.maxSlotWalKeepSize,
     },
     deliveries: r.deliveries,
+    relays: r.relays.slice(0, RELAYS_SHOWN).map((x) => ({
+      owner: x.owner,
+      workerId: x.workerId,
+      joinedAt: iso(x.joinedAt),
+      seenAt: iso(x.seenAt),
+    })),
     duePending: r.backlog.due,
     oldestDuePendingAgeSeconds: r.backlog.oldestDueAgeSeconds,
     parked: r.backlog.parked,

@@ -16,6 +16,8 @@ import {
   endpointTotals,
   listDeliveries,
   listEndpoints,
+  liveRelays,
+  RELAYS_SHOWN,
   replayBatch,
   rotateSecret,
   slotStatus,
@@ -25,6 +27,7 @@ import {
   type DeliveryRow,
   type EndpointHealthRow,
   type EndpointRow,
+  type RelayRow,
   type SlotRow,
   type Status,
 } from './queries.ts';
@@ -89,6 +92,8 @@ export type StatusReport = {
   backlog: { due: number; oldestDueAgeSeconds: number | null; parked: number };
   endpointTotals: { total: number; disabled: number };
   endpoints: EndpointHealthRow[];
+  /** Live relays (at most RELAYS_SHOWN + 1: one more says there are more); each takes a share of every limit. */
+  relays: RelayRow[];
   /** Events may be lost: the slot is missing or invalidated. */
   problems: string[];
   warnings: string[];
@@ -104,12 +109,13 @@ export function createOperations(pool: DatabasePool, { slotName }: { slotName: s
     /** The slot, the delivery backlog and the first `endpointLimit` endpoints (troubled ones first). */
     async status(endpointLimit = 50): Promise<StatusReport> {
       const limit = pageSize(endpointLimit, 50);
-      const [slot, counts, pending, totals, endpoints] = await Promise.all([
+      const [slot, counts, pending, totals, endpoints, relays] = await Promise.all([
         pool.one(slotStatus(slotName)),
         pool.any(deliveryCounts()),
         pool.one(backlog()),
         pool.one(endpointTotals()),
         pool.any(endpointHealth(limit)),
+        pool.any(liveRelays(RELAYS_SHOWN + 1)),
       ]);
       const deliveries = Object.fromEntries(
         STATUSES.map((s) => [s, counts.find((c) => c.status === s)?.n ?? 0]),
@@ -121,6 +127,7 @@ export function createOperations(pool: DatabasePool, { slotName }: { slotName: s
         backlog: pending,
         endpointTotals: totals,
         endpoints: [...endpoints],
+        relays: [...relays],
         problems: slotProblems(slotName, slot),
         warnings:
           slot.walStatus === 'unreserved'

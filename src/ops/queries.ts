@@ -92,6 +92,11 @@ const Health = z.object({
   pending: z.number(),
   delivering: z.number(),
   dead: z.number(),
+  maxInFlight: z.number().nullable(),
+  ratePerSecond: z.number().nullable(),
+  breakerState: z.enum(['closed', 'open', 'half-open']),
+  breakerOpenUntil: z.number().nullable(),
+  breakerProbeOwner: z.string().nullable(),
 });
 export type EndpointHealthRow = z.infer<typeof Health>;
 
@@ -103,7 +108,10 @@ export const endpointHealth = (limit: number, { id, tenant }: { id?: string; ten
   Health,
 )`
   SELECT ${endpointColumns}, ds.delivered AS "deliveredLastHour", fa.failed AS "failedAttemptsLastHour",
-         ds.pending, ds.delivering, ds.dead
+         ds.pending, ds.delivering, ds.dead, ep.max_in_flight AS "maxInFlight",
+         ep.rate_limit_per_second AS "ratePerSecond", coalesce(b.state, 'closed') AS "breakerState",
+         CASE WHEN b.state = 'open' THEN b.open_until END AS "breakerOpenUntil",
+         CASE WHEN b.state = 'half-open' THEN b.probe_owner END AS "breakerProbeOwner"
   FROM (SELECT * FROM webhooks.endpoints ep
         WHERE ${id === undefined ? sql.fragment`true` : sql.fragment`ep.id = ${id}`}
           AND ${tenant === undefined ? sql.fragment`true` : sql.fragment`ep.tenant = ${tenant}`}
@@ -119,7 +127,19 @@ export const endpointHealth = (limit: number, { id, tenant }: { id?: string; ten
     SELECT count(*)::int AS failed
     FROM webhooks.delivery_attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
     WHERE d.endpoint_id = ep.id AND a.created_at > ${ago(3_600_000)}) fa
+  LEFT JOIN webhooks.endpoint_breakers b ON b.endpoint_id = ep.id
   ORDER BY ep.enabled, ep.failing_since NULLS LAST, ep.created_at, ep.id`;
+
+const Relay = z.object({ owner: z.string(), workerId: z.string(), joinedAt: z.number(), seenAt: z.number() });
+export type RelayRow = z.infer<typeof Relay>;
+
+/** The live relays, which split every endpoint's limits between them (oldest first). */
+/** Relays a status lists at most. */
+export const RELAYS_SHOWN = 20;
+
+export const liveRelays = (limit: number) => sql.type(Relay)`
+  SELECT owner, worker_id AS "workerId", joined_at AS "joinedAt", seen_at AS "seenAt"
+  FROM webhooks.relays WHERE expires_at > now() ORDER BY joined_at, owner LIMIT ${literalInt(limit)}`;
 
 export const endpointTotals = () => sql.type(z.object({ total: z.number(), disabled: z.number() }))`
   SELECT count(*)::int AS total, count(*) FILTER (WHERE NOT enabled)::int AS disabled FROM webhooks.endpoints`;

@@ -1,4 +1,5 @@
 import type { Job } from '../domain.ts';
+import type { EndpointLimits } from '../limits/cluster-view.ts';
 
 /** What `take` found: a job to start now, or an endpoint whose rate limit holds it until `untilMs`. */
 export type Taken = { job: Job } | { throttled: string; untilMs: number };
@@ -10,8 +11,11 @@ export type Taken = { job: Job } | { throttled: string; untilMs: number };
  *
  *   push ─► queued ─► ready (under cap, rate slot free) ─► take ─► active ─► finished
  *                        └─ rate slot ahead ─► throttled until untilMs ─► unthrottle ─► ready
+ *
+ * `limits`: the endpoint's limits are the cluster's, and this relay takes its share of them (src/limits/); the
+ * caller calls `refresh` when shares change. Without it, every limit holds for this relay alone.
  */
-export function createFairQueue(defaultCap: number) {
+export function createFairQueue(defaultCap: number, limits?: EndpointLimits) {
   const queues = new Map<string, Job[]>(); // endpointId → jobs not started
   const ready = new Set<string>(); // endpoints with queued jobs under their cap, in round-robin order
   const activeBy = new Map<string, number>();
@@ -21,7 +25,14 @@ export function createFairQueue(defaultCap: number) {
   const throttled = new Set<string>(); // out of the round-robin until their next slot
   let queued = 0;
 
-  const capOf = (endpointId: string) => caps.get(endpointId) ?? defaultCap;
+  const limitOf = (endpointId: string) => caps.get(endpointId) ?? defaultCap;
+  const capOf = (endpointId: string) =>
+    limits === undefined ? limitOf(endpointId) : limits.concurrency(endpointId, limitOf(endpointId));
+  const rateOf = (endpointId: string) => {
+    const rate = rates.get(endpointId);
+    if (limits === undefined) return rate;
+    return limits.rate(endpointId, rate ?? null, limitOf(endpointId)) ?? undefined;
+  };
   const makeReady = (endpointId: string) => {
     if (queues.has(endpointId) && !throttled.has(endpointId) && (activeBy.get(endpointId) ?? 0) < capOf(endpointId)) {
       ready.add(endpointId);
@@ -30,7 +41,7 @@ export function createFairQueue(defaultCap: number) {
 
   /** Takes a rate slot for the endpoint; undefined when none is free yet (then: when the next one is). */
   const takeSlot = (endpointId: string, nowMs: number): number | undefined => {
-    const rate = rates.get(endpointId);
+    const rate = rateOf(endpointId);
     if (rate === undefined) return undefined;
     const at = nextSlotAt.get(endpointId) ?? 0;
     if (at > nowMs) return at;
@@ -79,6 +90,10 @@ export function createFairQueue(defaultCap: number) {
         makeReady(endpointId); // back at the end of the round
         return { job };
       }
+    },
+    /** Shares changed (src/limits/): every endpoint with queued jobs is looked at again. */
+    refresh(): void {
+      for (const endpointId of queues.keys()) makeReady(endpointId);
     },
     /** The endpoint's rate slot is due: back into the round-robin. */
     unthrottle(endpointId: string): void {

@@ -36,6 +36,7 @@ const ClaimRow = z.object({
  * - Per endpoint, its oldest due rows in order, locked SKIP LOCKED: a compare-and-set on the database clock.
  *   `attempts` goes up here, at claim time, so a delivery that crashes every relay that tries it still ends dead.
  * - Disabled endpoints are skipped; a due row of one (it raced its endpoint being disabled) is parked.
+ * - Endpoints whose shared breaker is open or half-open are skipped, rows untouched (src/limits/).
  * - No outbox check: fan-out inserts a delivery only once its outbox row is visible, and retention never deletes
  *   an outbox row that still has deliveries.
  * - Limits are literals, so the statement is always planned for them (a generic plan took 53 ms per claim).
@@ -65,6 +66,9 @@ export const claimFair = (
     FROM candidates c
     JOIN webhooks.endpoints ep ON ep.id = c.endpoint_id AND ep.enabled
     LEFT JOIN quota q ON q.endpoint_id = c.endpoint_id
+    -- A shared breaker that is not closed: its rows are left alone (one relay's probe claims its own row).
+    WHERE NOT EXISTS (SELECT 1 FROM webhooks.endpoint_breakers b
+                      WHERE b.endpoint_id = c.endpoint_id AND b.state <> 'closed')
   ), due AS (
     SELECT picked.id, e.endpoint_id FROM eligible e
     CROSS JOIN LATERAL (

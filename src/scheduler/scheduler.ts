@@ -1,8 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jobKey, type Attempt, type Job } from '../domain.ts';
+import type { EndpointLimits } from '../limits/cluster-view.ts';
 import type { Logger } from '../log.ts';
 import { createWake } from '../util/wake.ts';
-import { createCapacity } from './capacity.ts';
+import { createCapacity, type Quotas } from './capacity.ts';
 import { createFairQueue } from './fair-queue.ts';
 
 export type SchedulerDeps = {
@@ -14,6 +15,8 @@ export type SchedulerDeps = {
   concurrency: number;
   /** Most requests in flight to one endpoint, so one slow receiver cannot take every worker. */
   perEndpointConcurrency: number;
+  /** Cluster-wide limits (src/limits/): this relay's share of each endpoint's. Unset: limits per relay. */
+  limits?: EndpointLimits;
   attempt: (job: Job, signal: AbortSignal) => Promise<Attempt>;
   /** Called once per finished attempt (not for lost leases); the outcome writer calls `written` later. */
   finished: (job: Job, attempt: Exclude<Attempt, { kind: 'lease-lost' }>) => void;
@@ -41,7 +44,7 @@ export type Scheduler = ReturnType<typeof createScheduler>;
  */
 export function createScheduler(deps: SchedulerDeps) {
   const capacity = createCapacity(deps.capacity, deps.maxBytes);
-  const queue = createFairQueue(deps.perEndpointConcurrency);
+  const queue = createFairQueue(deps.perEndpointConcurrency, deps.limits);
   const inFlight = new Map<string, { job: Job; abort: AbortController }>(); // by jobKey
   const unrecorded = new Map<string, number>(); // jobs from the stream with no row yet: jobKey → admitted at (ms)
   const throttleTimers = new Map<string, NodeJS.Timeout>();
@@ -63,11 +66,14 @@ export function createScheduler(deps: SchedulerDeps) {
         continue;
       }
       const { throttled, untilMs } = taken;
-      const timer = setTimeout(() => {
-        throttleTimers.delete(throttled);
-        queue.unthrottle(throttled);
-        pump();
-      }, untilMs - performance.now());
+      const timer = setTimeout(
+        () => {
+          throttleTimers.delete(throttled);
+          queue.unthrottle(throttled);
+          pump();
+        },
+        Math.max(0, untilMs - performance.now()),
+      );
       timer.unref();
       throttleTimers.set(throttled, timer);
     }
@@ -182,8 +188,25 @@ export function createScheduler(deps: SchedulerDeps) {
     finished: (endpointId: string): number => finishedBy.get(endpointId) ?? 0,
     /** Reserves up to `max` places before a claim, so concurrent claimers never overfill. */
     reserve: capacity.reserve,
-    /** Per-endpoint limits for the next claim or fan-out (fair shares). */
-    quotas: capacity.quotas,
+    /** Per-endpoint limits for the next claim or fan-out (fair shares; none for endpoints blocked cluster-wide). */
+    quotas: (): Quotas => {
+      const quotas = capacity.quotas();
+      const blocked = deps.limits?.blocked() ?? [];
+      if (blocked.length === 0) return quotas;
+      const listed = new Set(quotas.endpointIds);
+      const extra = blocked.filter((id) => !listed.has(id));
+      const zero = new Set(blocked);
+      return {
+        endpointIds: [...quotas.endpointIds, ...extra],
+        quotas: [...quotas.endpointIds.map((id, i) => (zero.has(id) ? 0 : quotas.quotas[i]!)), ...extra.map(() => 0)],
+        fresh: quotas.fresh,
+      };
+    },
+    /** Cluster shares or breakers changed: look at every queued endpoint again. */
+    limitsChanged(): void {
+      queue.refresh();
+      pump();
+    },
     /** Takes claimed jobs; `reserved - jobs.length` unused places are handed back. */
     accept(jobs: readonly Job[], reserved: number): void {
       capacity.admit(

@@ -160,6 +160,8 @@ this list complete). Values reach the relay as strings; an empty one counts as u
   value: {{ .Values.config.autoDisableAfterFailures | quote }}
 - name: STATS_INTERVAL
   value: {{ .Values.config.statsInterval | quote }}
+- name: CLUSTER_POLL_INTERVAL
+  value: {{ .Values.config.clusterPollInterval | quote }}
 - name: STATEMENT_TIMEOUT
   value: {{ .Values.config.statementTimeout | quote }}
 - name: RETENTION_DELIVERED
