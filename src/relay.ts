@@ -17,6 +17,7 @@ import { runEndpointRefresh } from './endpoints/refresh.ts';
 import { createEndpointViews } from './endpoints/views.ts';
 import { createFanOut } from './fanout/fanout.ts';
 import { createLedger } from './fanout/ledger.ts';
+import { createPace } from './fanout/pace.ts';
 import { runPersister } from './fanout/persist.ts';
 import { insertPending } from './fanout/queries.ts';
 import { createClusterLimits } from './limits/limits.ts';
@@ -206,6 +207,8 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       (s) => s.close(),
     );
 
+    // Batches no bigger than what fits in memory: the WAL is the queue.
+    const pace = createPace(() => scheduler.room());
     const fanOut = tracing.fanOut(
       createFanOut({
         pool,
@@ -214,7 +217,10 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
         roomWaitMs: config.fanoutRoomWaitMs,
         log,
         scheduler,
-        onFannedOut: metrics.fannedOut,
+        onFannedOut: (rows, deliveries) => {
+          metrics.fannedOut(rows, deliveries);
+          pace.observe(rows, deliveries);
+        },
         claiming: orphans.claiming,
         live: { endpoints: endpointCache, ledger, persistAfterMs: config.persistAfterMs },
         recording: (key) => writer.holds(key),
@@ -257,6 +263,7 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
           maxQueuedBytes: streamBytes,
           log,
           fanOut,
+          fits: pace.fits,
           confirmedLsn,
           prepare,
           onEndpoint: (change) => {

@@ -138,9 +138,10 @@ export function createAckTracker(o: AckTrackerOptions) {
       if (replyRequested) replyOwed = true;
     },
     hasQueued: () => queue.length > 0,
-    /** The next batch: up to `batchRows` rows from the head, plus every commit marker up to the next row that does not fit. */
-    take(): Batch | undefined {
+    /** The next batch: up to `batchRows` rows (or `maxRows`, when fewer fit downstream) from the head, plus every commit marker up to the next row that does not fit. */
+    take(maxRows = o.batchRows): Batch | undefined {
       if (queue.length === 0 || busy) return undefined;
+      const most = Math.max(1, Math.min(o.batchRows, maxRows));
       const events: OutboxEvent[] = [];
       let commitEndLsn: Lsn | undefined;
       let commitTimeMs: number | undefined;
@@ -160,10 +161,7 @@ export function createAckTracker(o: AckTrackerOptions) {
       if (limit === 0) return undefined;
       for (const entry of limit === queue.length ? queue : queue.slice(0, limit)) {
         if ('event' in entry) {
-          if (
-            events.length === o.batchRows ||
-            (events.length > 0 && bytes + entry.event.payload.length > o.maxBytes / 2)
-          )
+          if (events.length === most || (events.length > 0 && bytes + entry.event.payload.length > o.maxBytes / 2))
             break;
           if (liveFrom === undefined && o.liveAfter !== undefined && entry.lsn > o.liveAfter) liveFrom = events.length;
           events.push(entry.event);

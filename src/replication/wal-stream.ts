@@ -43,6 +43,8 @@ export type WalSessionOptions = WalSessionSettings & {
   prepare?: () => Promise<{ liveAfter: Lsn | undefined; endpointsPublication: string | undefined }>;
   /** An endpoint changed (insert or update; `undefined` columns did not change) or was deleted, in commit order. */
   onEndpoint?: (change: EndpointChange) => void;
+  /** How many rows the fan-out can take now (the WAL is the queue: a batch no bigger than what fits in memory). */
+  fits?: () => number;
   /** Once true, the session stops taking new batches (shutdown: what is dispatched resolves, then the final status). */
   stopReading?: () => boolean;
   /** The slot's confirmed position, read before streaming: statuses can then go out before the first commit. */
@@ -195,7 +197,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
       return tracker.outstanding() > 0 && failure === undefined && performance.now() < drainDeadline;
     };
     while (draining()) {
-      const batch = reading() && !stop.signal.aborted ? tracker.take() : undefined;
+      const batch = reading() && !stop.signal.aborted ? tracker.take(o.fits?.()) : undefined;
       if (batch === undefined) {
         if (!reading()) socket()?.pause();
         await wake.wait(stop.signal.aborted ? NEVER : stop.signal, 100);
