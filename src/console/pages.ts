@@ -144,6 +144,7 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
   app.get('/', async (req, reply) => {
     const r = await ops.status(20);
     const failing = r.endpoints.filter((e) => e.enabled && e.failingSince !== null).length;
+    const breakersOpen = r.endpoints.filter((e) => e.breakerState !== 'closed').length;
     const slot = r.slot;
     const body = html` ${r.problems.map((p) => html`<p class="alert" role="alert">${p}</p>`)}
       ${r.warnings.map((w) => html`<p class="warn">${w}</p>`)}
@@ -168,6 +169,10 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
           <span class="label">Endpoints disabled</span><span class="value">${r.endpointTotals.disabled}</span
           ><span class="sub">of ${r.endpointTotals.total} · ${failing} failing</span>
         </div>
+        <div class="tile">
+          <span class="label">Breakers open</span><span class="value">${breakersOpen}</span
+          ><span class="sub">shared by every relay</span>
+        </div>
       </section>
       <h2>Deliveries</h2>
       <table>
@@ -185,9 +190,8 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
       <h2>Endpoints needing attention first</h2>
       ${endpointTable(r.endpoints)}
       <p class="hint">
-        Circuit-breaker state lives in each relay's memory, not in the database: see the
-        <code>outbox_relay_breakers_open</code> and <code>outbox_relay_breaker_open</code> metrics. "Failing" is the
-        database's view: failed attempts since the last success.
+        The breaker column is the cluster's shared circuit breaker (open: no relay sends until it half-opens; one probe
+        then goes out). "Failing" is the database's view: failed attempts since the last success.
       </p>`;
     return sendPage(reply, layout('Overview', req.role, body, '/'));
   });
@@ -457,6 +461,7 @@ function endpointTable(rows: readonly EndpointHealthRow[]): Html {
         <th scope="col">Endpoint</th>
         <th scope="col">Tenant</th>
         <th scope="col">State</th>
+        <th scope="col">Breaker</th>
         <th scope="col">Success (1 h)</th>
         <th scope="col">Pending</th>
         <th scope="col">Dead</th>
@@ -471,6 +476,7 @@ function endpointTable(rows: readonly EndpointHealthRow[]): Html {
             <td><a href="/endpoints/${e.id}">${text(e.url)}</a></td>
             <td>${text(e.tenant)}</td>
             <td>${stateBadge(e)}</td>
+            <td>${e.breakerState}${e.breakerOpenUntil === null ? '' : html` until ${iso(e.breakerOpenUntil)}`}</td>
             <td>
               ${percent(successRate(e.deliveredLastHour, e.failedAttemptsLastHour))}
               <span class="sub">(${e.deliveredLastHour} ok, ${e.failedAttemptsLastHour} failed)</span>
