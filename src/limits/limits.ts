@@ -3,6 +3,7 @@ import type { Attempt, Job } from '../domain.ts';
 import type { Logger } from '../log.ts';
 import { createWake } from '../util/wake.ts';
 import { createClusterView, type EndpointLimits, type Gate } from './cluster-view.ts';
+import { jobOf } from '../scheduler/queries.ts';
 import { decideProbe, leaveCluster, openBreaker, pollCluster, takeProbe } from './queries.ts';
 
 export type ClusterLimitsDeps = {
@@ -72,7 +73,7 @@ export function createClusterLimits(deps: ClusterLimitsDeps) {
         try {
           const sentAtMs = now();
           const row = await deps.pool.one(takeProbe(endpointId, deps.owner, deps.deliveryLeaseMs));
-          jobs = toJob(row);
+          jobs = jobOf(row);
           if (row.taken && jobs.length === 0) {
             await deps.pool.one(decideProbe(endpointId, deps.owner, 'undecided', deps.resetTimeoutMs));
           } else if (row.taken) {
@@ -179,28 +180,4 @@ export function createClusterLimits(deps: ClusterLimitsDeps) {
     },
   };
   return limits;
-}
-
-/** The probe's claimed delivery as a Job (none when the statement claimed nothing). */
-function toJob(row: { [K in keyof Job]: Job[K] | null }): Job[] {
-  const { deliveryId, outboxId, endpointId, attempt, eventType, payload, createdAtMs, url, secrets } = row;
-  if (deliveryId === null || outboxId === null || endpointId === null || attempt === null) return [];
-  if (eventType === null || payload === null || createdAtMs === null || url === null || secrets === null) return [];
-  return [
-    {
-      deliveryId,
-      outboxId,
-      endpointId,
-      tenant: row.tenant,
-      traceparent: row.traceparent,
-      attempt,
-      eventType,
-      payload,
-      createdAtMs,
-      url,
-      secrets,
-      maxInFlight: row.maxInFlight,
-      ratePerSecond: row.ratePerSecond,
-    },
-  ];
 }

@@ -1,6 +1,7 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
 import { endpointColumns, leaseUntil } from '../db/fragments.ts';
+import { ClaimedColumns } from '../scheduler/queries.ts';
 
 const ms = (n: number) => sql.fragment`${n}::bigint * interval '1 millisecond'`;
 
@@ -61,22 +62,7 @@ export const openBreaker = (endpointId: string, owner: string, resetMs: number) 
   )
   SELECT count(*) > 0 AS opened FROM o`;
 
-const ProbeRow = z.object({
-  taken: z.boolean(),
-  deliveryId: z.string().nullable(),
-  outboxId: z.string().nullable(),
-  endpointId: z.string().nullable(),
-  attempt: z.number().nullable(),
-  eventType: z.string().nullable(),
-  payload: z.string().nullable(),
-  createdAtMs: z.number().nullable(),
-  url: z.string().nullable(),
-  tenant: z.string().nullable(),
-  secrets: z.array(z.string()).nullable(),
-  maxInFlight: z.number().nullable(),
-  ratePerSecond: z.number().nullable(),
-  traceparent: z.string().nullable(),
-});
+const ProbeRow = z.object({ taken: z.boolean(), ...ClaimedColumns });
 
 /**
  * Takes the half-open probe of an endpoint whose open period ended (or whose probe owner's time ran out) and

@@ -1,7 +1,7 @@
 import type { DatabasePool } from 'slonik';
 import type { Job } from '../domain.ts';
 import type { Logger } from '../log.ts';
-import { claimFair, FIRST_ENDPOINT } from './queries.ts';
+import { claimFair, FIRST_ENDPOINT, jobOf } from './queries.ts';
 import type { Scheduler } from './scheduler.ts';
 
 export type ClaimerDeps = {
@@ -41,7 +41,7 @@ export async function runClaimer(deps: ClaimerDeps, signal: AbortSignal): Promis
           const rows = await deps.pool.any(
             claimFair(deps.owner, deps.leaseMs, reserved, deps.scheduler.quotas(), cursor, ENDPOINTS_PER_CLAIM),
           );
-          jobs = rows.flatMap(toJob);
+          jobs = rows.flatMap(jobOf);
           const { more, cursor: next } = rows[0] ?? { more: [], cursor: null };
           // More may be claimable now: the claim filled its total, stopped before the end of the endpoint list,
           // or started mid-list (the endpoints before its cursor have not been looked at this round).
@@ -55,28 +55,4 @@ export async function runClaimer(deps: ClaimerDeps, signal: AbortSignal): Promis
     }
     if (!again) await deps.scheduler.waitForClaim(deps.claimIntervalMs, signal);
   }
-}
-
-/** A claim row with its job columns set, as a Job (the statement returns one row of nulls when it claimed none). */
-function toJob(row: { [K in keyof Job]: Job[K] | null }): Job[] {
-  const { deliveryId, outboxId, endpointId, attempt, eventType, payload, createdAtMs, url, secrets } = row;
-  if (deliveryId === null || outboxId === null || endpointId === null || attempt === null) return [];
-  if (eventType === null || payload === null || createdAtMs === null || url === null || secrets === null) return [];
-  return [
-    {
-      deliveryId,
-      outboxId,
-      endpointId,
-      tenant: row.tenant,
-      attempt,
-      eventType,
-      payload,
-      createdAtMs,
-      traceparent: row.traceparent,
-      url,
-      secrets,
-      maxInFlight: row.maxInFlight,
-      ratePerSecond: row.ratePerSecond,
-    },
-  ];
 }

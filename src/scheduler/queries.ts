@@ -1,12 +1,16 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
-import type { Outcome } from '../domain.ts';
+import type { Job, Outcome } from '../domain.ts';
 import { dueAfter, endpointColumns, leaseUntil, literalInt } from '../db/fragments.ts';
 
 /** The endpoint id a round-robin claim starts after when it begins a new round (the smallest uuid). */
 export const FIRST_ENDPOINT = '00000000-0000-0000-0000-000000000000';
 
-const ClaimRow = z.object({
+/**
+ * A claimed delivery's columns, as every statement that claims rows returns them (all null when it claimed
+ * none); `jobOf` turns one into a Job.
+ */
+export const ClaimedColumns = {
   deliveryId: z.string().nullable(),
   outboxId: z.string().nullable(),
   endpointId: z.string().nullable(),
@@ -20,6 +24,34 @@ const ClaimRow = z.object({
   secrets: z.array(z.string()).nullable(),
   maxInFlight: z.number().nullable(),
   ratePerSecond: z.number().nullable(),
+};
+
+/** A claim row with its job columns set, as a Job; none when the statement claimed nothing. */
+export function jobOf(row: { [K in keyof Job]: Job[K] | null }): Job[] {
+  const { deliveryId, outboxId, endpointId, attempt, eventType, payload, createdAtMs, url, secrets } = row;
+  if (deliveryId === null || outboxId === null || endpointId === null || attempt === null) return [];
+  if (eventType === null || payload === null || createdAtMs === null || url === null || secrets === null) return [];
+  return [
+    {
+      deliveryId,
+      outboxId,
+      endpointId,
+      tenant: row.tenant,
+      attempt,
+      eventType,
+      payload,
+      createdAtMs,
+      traceparent: row.traceparent,
+      url,
+      secrets,
+      maxInFlight: row.maxInFlight,
+      ratePerSecond: row.ratePerSecond,
+    },
+  ];
+}
+
+const ClaimRow = z.object({
+  ...ClaimedColumns,
   /** Endpoints that still have due rows after this claim (quota or total reached). */
   more: z.array(z.string()),
   /** Where the next claim starts; null when this one reached the end of the list (the next round begins). */
