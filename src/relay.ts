@@ -49,6 +49,8 @@ export type Relay = {
   /** The lease-owner incarnation id of this process. */
   owner: string;
   streamState: () => StreamState;
+  /** The loops still running (`stage N/name`), and `release` while resources are being released: what a stop waits for. */
+  unfinished: () => string[];
   /**
    * Runs every loop until `signal` aborts or one ends on its own; then stops claiming, finishes or hands back
    * in-flight work within SHUTDOWN_GRACE, confirms the WAL position and releases everything. Rejects with
@@ -350,16 +352,26 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
       log.info({ graceMs: config.shutdownGraceMs }, 'stopping: no new claims, draining in-flight work');
     };
 
+    const unfinished = new Set<string>();
     const run = async (signal: AbortSignal): Promise<void> => {
       log.info({ owner, httpPort: health.port, httpHost: health.host, slot: config.slotName }, 'relay started');
       try {
-        await supervise(stages, signal, log, onStopping);
+        await supervise(stages, signal, log, onStopping, unfinished);
       } finally {
+        unfinished.add('release');
         await releaseAll();
+        unfinished.delete('release');
         log.info('relay stopped');
       }
     };
-    return { httpPort: health.port, httpHost: health.host, owner, streamState: () => stream.state, run };
+    return {
+      httpPort: health.port,
+      httpHost: health.host,
+      owner,
+      streamState: () => stream.state,
+      unfinished: () => [...unfinished],
+      run,
+    };
   } catch (err) {
     await releaseAll().catch((releaseErr: unknown) =>
       log.error({ err: releaseErr }, 'releasing a failed start failed'),

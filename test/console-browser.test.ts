@@ -16,7 +16,7 @@ import { launchChromium, type TestBrowser } from './support/browser.ts';
 import { FULL_TOKEN, READ_TOKEN, type TestConsole } from './support/console.ts';
 import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
 import type { Receiver } from './support/receiver.ts';
-import { until } from './support/until.ts';
+import { until, within } from './support/until.ts';
 
 const HOSTILE = `<script>alert('owned')</script><img src=x onerror="alert(2)"><style>body{display:none}</style>`;
 
@@ -43,7 +43,7 @@ const test = base.extend<{ openPage: () => Promise<Watched> }>({
       pages.push(watched.page);
       return watched;
     });
-    for (const page of pages) await page.close();
+    for (const page of pages) await within(30_000, 'closing a browser page', () => page.close());
   },
 });
 

@@ -5,6 +5,10 @@ import { cloneTemplate, type TestDb } from './support/postgres.ts';
 import { startReceiver, type Receiver } from './support/receiver.ts';
 import { spawnRelay, type RelayProcess } from './support/relay-process.ts';
 import { startTestRelay, type TestRelay } from './support/relay.ts';
+import { within } from './support/until.ts';
+
+/** The longest any teardown may take: a relay's SHUTDOWN_GRACE in tests is 5 s, a clean stop far less. */
+const TEARDOWN_MS = 30_000;
 
 /** Starts an in-process relay on the test's database; it is stopped when the test ends, whatever happened. */
 export type StartRelay = (env?: Record<string, string>, state?: 'streaming' | 'standby') => Promise<TestRelay>;
@@ -29,13 +33,13 @@ export const test = base.extend<{
   db: async ({}, use) => {
     const db = await cloneTemplate();
     await use(db);
-    await db.drop();
+    await within(TEARDOWN_MS, 'dropping the test database', () => db.drop());
   },
 
   receiver: async ({}, use) => {
     const receiver = await startReceiver();
     await use(receiver);
-    await receiver.close();
+    await within(TEARDOWN_MS, 'closing the receiver', () => receiver.close());
   },
 
   startRelay: async ({ db }, use) => {
@@ -45,7 +49,17 @@ export const test = base.extend<{
       started.push(relay);
       return relay;
     });
-    await Promise.all(started.map((relay) => relay.stop())); // stop() is idempotent: a test may stop one itself
+    // stop() is idempotent: a test may stop one itself.
+    await Promise.all(
+      started.map((relay) =>
+        within(
+          TEARDOWN_MS,
+          `stopping relay ${relay.owner}`,
+          relay.stop,
+          () => `waiting for ${relay.unfinished().join(', ')}`,
+        ),
+      ),
+    );
   },
 
   spawnRelay: async ({}, use) => {
@@ -59,7 +73,7 @@ export const test = base.extend<{
       if (relay.child.exitCode !== null || relay.child.signalCode !== null) continue;
       relay.kill('SIGCONT'); // a test may have frozen it
       relay.kill('SIGKILL');
-      await relay.exited;
+      await within(TEARDOWN_MS, 'a killed relay process exiting', () => relay.exited);
     }
   },
 
@@ -71,6 +85,6 @@ export const test = base.extend<{
       started.push(c);
       return c;
     });
-    for (const c of started) await c.close();
+    for (const c of started) await within(TEARDOWN_MS, 'closing the console', () => c.close());
   },
 });

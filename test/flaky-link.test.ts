@@ -9,7 +9,7 @@ import { test } from './fixtures.ts';
 import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
 import type { Received } from './support/receiver.ts';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
-import { until } from './support/until.ts';
+import { until, within } from './support/until.ts';
 
 /**
  * The test database reached through a proxy the test can break; the test's own connections go direct. It
@@ -24,7 +24,7 @@ const withLink = test.extend<{ link: { proxy: TcpProxy; url: string } }>({
     await use({ proxy, url: target.toString() });
     proxy.latency(0);
     proxy.heal();
-    await proxy.close();
+    await within(30_000, 'closing the TCP proxy', () => proxy.close());
   },
 });
 

@@ -7,7 +7,7 @@ import { test } from './fixtures.ts';
 import { untilReady } from './support/relay-process.ts';
 import { relayEnv } from './support/relay.ts';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
-import { until } from './support/until.ts';
+import { until, within } from './support/until.ts';
 
 /**
  * The test database reached through a proxy the test can black-hole. It depends on startRelay only to be set up
@@ -20,7 +20,7 @@ const withLink = test.extend<{ link: { proxy: TcpProxy; url: string } }>({
     target.host = `127.0.0.1:${proxy.port}`;
     await use({ proxy, url: target.toString() });
     proxy.heal();
-    await proxy.close();
+    await within(30_000, 'closing the TCP proxy', () => proxy.close());
   },
 });
 

@@ -10,14 +10,14 @@ import { createTracing } from '../src/tracing/tracing.ts';
 import { test as base } from './fixtures.ts';
 import { startOtlpCollector, type CollectedSpan, type OtlpCollector } from './support/otlp-collector.ts';
 import { addEndpoint } from './support/postgres.ts';
-import { until } from './support/until.ts';
+import { until, within } from './support/until.ts';
 import type { TestDb } from './support/postgres.ts';
 
 const test = base.extend<{ collector: OtlpCollector }>({
   collector: async ({}, use) => {
     const collector = await startOtlpCollector();
     await use(collector);
-    await collector.close();
+    await within(30_000, 'closing the OTLP collector', () => collector.close());
   },
 });
 

@@ -23,6 +23,8 @@ export async function supervise(
   log: Logger,
   /** Called once, when stopping begins (for whatever reason). */
   onStopping?: () => void,
+  /** Kept up to date with the loops still running (`stage N/name`): what a stop that hangs is waiting for. */
+  unfinished = new Set<string>(),
 ): Promise<void> {
   const controllers = stages.map(() => new AbortController());
   const trigger = Promise.withResolvers<void>();
@@ -37,24 +39,33 @@ export async function supervise(
 
   const running = stages.map((stage, i) => {
     const own = controllers[i]!.signal;
-    return Object.entries(stage.loops).map(([name, loop]) =>
-      Promise.resolve()
+    return Object.entries(stage.loops).map(([name, loop]) => {
+      const label = `stage ${i + 1}/${name}`;
+      unfinished.add(label);
+      return Promise.resolve()
         .then(() => loop(own))
         .then(
           () => {
             if (!own.aborted) fail(name);
           },
           (err: unknown) => fail(name, err),
-        ),
-    );
+        )
+        .finally(() => unfinished.delete(label));
+    });
   });
 
+  let slow: NodeJS.Timeout | undefined;
   const onAbort = () => trigger.resolve();
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
   try {
     await trigger.promise;
     onStopping?.();
+    // A stop that takes this long is waiting on something it should have given up: say what, every time.
+    slow = setInterval(() => {
+      log.warn({ waitingFor: [...unfinished] }, 'still stopping');
+    }, SLOW_STOP_MS);
+    slow.unref();
     for (const [i, stage] of stages.entries()) {
       controllers[i]!.abort();
       await Promise.all(running[i]!);
@@ -62,7 +73,11 @@ export async function supervise(
       await stage.after?.().catch((err: unknown) => fail(`stage ${i + 1} shutdown`, err));
     }
   } finally {
+    clearInterval(slow);
     signal.removeEventListener('abort', onAbort);
   }
   if (failure !== undefined) throw failure;
 }
+
+/** How often a stop that has not finished says which loops it still waits for. */
+const SLOW_STOP_MS = 15_000;
