@@ -219,7 +219,10 @@ test('deliveries: filters, msg_ search, cursor pages, and one delivery with its 
   );
   expect(all.status).toBe(200);
   expect(all.body.deliveries).toHaveLength(3);
-  expect(all.body.deliveries.map((d) => d.webhookId)).toEqual(outboxIds.map((o) => `msg_${o}`).reverse());
+  // Newest row first: rows are written when their first outcome is (sent from the stream), in any event order.
+  expect(all.body.deliveries.map((d) => d.webhookId).sort()).toEqual(outboxIds.map((o) => `msg_${o}`).sort());
+  const rowIds = all.body.deliveries.map((d) => Number(d.id));
+  expect(rowIds).toEqual([...rowIds].sort((a, b) => b - a));
   expect((await c.api<Page>('GET', '/api/v1/deliveries?status=delivered')).body.deliveries).toHaveLength(0);
   expect(
     (await c.api<Page>('GET', `/api/v1/deliveries?since=${new Date(Date.now() + 60_000).toISOString()}`)).body
