@@ -121,6 +121,32 @@ function rows(run: RunResult): Row[] {
   add('fanout ×10', 'deliveries /s', 'higher', fan, (r) => r.deliveriesPerS, int);
   cpu('fanout ×10', fan);
   loss('fanout ×10', fan);
+  const unorderedRun = by('ordered-off');
+  const orderedRun = by('ordered');
+  add(
+    'ordered, 1 endpoint × 1,000 keys',
+    'unordered deliveries /s',
+    'higher',
+    unorderedRun,
+    (r) => r.deliveriesPerS,
+    int,
+  );
+  add('ordered, 1 endpoint × 1,000 keys', 'ordered deliveries /s', 'higher', orderedRun, (r) => r.deliveriesPerS, int);
+  if (unorderedRun && orderedRun) {
+    add(
+      'ordered, 1 endpoint × 1,000 keys',
+      'ordered ÷ unordered',
+      'higher',
+      orderedRun,
+      (r) => {
+        const off = unorderedRun.results.find((x) => x.system === r.system);
+        return off === undefined || off.error ? undefined : r.deliveriesPerS / off.deliveriesPerS;
+      },
+      (v) => v.toFixed(2),
+    );
+  }
+  cpu('ordered', orderedRun);
+  loss('ordered', orderedRun);
   const base = by('isolation-baseline');
   const slow = by('isolation-slow');
   add('isolation', 'p99 ms, 10 fast', 'lower', base, (r) => r.latencyMs?.p99, ms);

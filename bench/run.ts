@@ -14,17 +14,19 @@ import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
 import { LOAD_CONNS, measure as measureWith, type Bench, type Load, type Measured } from './measure.ts';
 import { writeReport, type RunResult, type Scenario } from './report.ts';
-import { POLLER_ENV, RELAY_ENV, pgTransactionalOutbox, poller, relay, type System } from './systems.ts';
+import { POLLER_ENV, RELAY_ENV, keyed, pgTransactionalOutbox, poller, relay, type System } from './systems.ts';
 
 const HELP = `usage: npm run bench -- [flags]
   --quick                 everything small (< 2 minutes)
-  --scenarios LIST        steady,burst,fanout,isolation,backlog,max (default: all)
+  --scenarios LIST        steady,burst,fanout,isolation,backlog,max,ordered (default: all)
   --systems LIST          relay,poller,pgto (default: all)
   --rate N                steady: events/s (default 1000)
   --duration S            steady and isolation: seconds of load (default 30; quick 2)
   --burst N               burst: events committed in one transaction (default 100000; quick 3000)
   --fanout-events N       fan-out: events committed at once, each to 10 endpoints (default 10000; quick 500)
   --isolation-rate N      isolation: events/s, each to 10 endpoints (default 100)
+  --ordered-events N      ordered: events committed at once over 1,000 keys to one endpoint, ordered and then
+                          not (outbox-relay only; default 20000; quick 2000)
   --backlog N             backlog memory: pending deliveries inserted with SQL (default 1000000; quick 10000)
   --max-rates LIST        max steady: insert rates to step through (default 500,1000,2000,3000,4000,5000,6000,8000,10000; quick 1000,2000,4000)
   --max-step S            max steady: seconds per step (default 10; quick 2)
@@ -48,6 +50,7 @@ const { values: f } = parseArgs({
     burst: { type: 'string' },
     'fanout-events': { type: 'string' },
     'isolation-rate': { type: 'string' },
+    'ordered-events': { type: 'string' },
     backlog: { type: 'string' },
     'max-rates': { type: 'string' },
     'max-step': { type: 'string' },
@@ -67,13 +70,14 @@ const q = f.quick;
 const num = (v: string | undefined, full: number, quick: number) => (v === undefined ? (q ? quick : full) : Number(v));
 const opts = {
   quick: q,
-  scenarios: (f.scenarios ?? 'steady,burst,fanout,isolation,backlog,max').split(','),
+  scenarios: (f.scenarios ?? 'steady,burst,fanout,isolation,backlog,max,ordered').split(','),
   systems: (f.systems ?? 'relay,poller,pgto').split(','),
   rate: num(f.rate, 1000, 1000),
   durationS: num(f.duration, 30, 2),
   burst: num(f.burst, 100_000, 3_000),
   fanoutEvents: num(f['fanout-events'], 10_000, 500),
   isolationRate: num(f['isolation-rate'], 100, 100),
+  orderedEvents: num(f['ordered-events'], 20_000, 2_000),
   backlog: num(f.backlog, 1_000_000, 10_000),
   maxRates: (f['max-rates'] ?? (q ? '1000,2000,4000' : '500,1000,2000,3000,4000,5000,6000,8000,10000'))
     .split(',')
@@ -292,6 +296,19 @@ async function main(): Promise<void> {
   }
   if (want('backlog'))
     scenarios.push(await scenario('backlog', systems, (s) => measure(s, { kind: 'backlog', n: opts.backlog }, 1)));
+  if (want('ordered')) {
+    // Per-key ordering has no counterpart in the other systems: outbox-relay against itself, the same events
+    // (1,000 keys) to one endpoint, unordered and then ordered.
+    const base = systems.find((s) => s.short === 'relay');
+    const burst: Load = { kind: 'burst', n: opts.orderedEvents };
+    for (const [name, ordered] of [
+      ['ordered-off', false],
+      ['ordered', true],
+    ] as const) {
+      if (base !== undefined)
+        scenarios.push(await scenario(name, [keyed(base, 1_000, ordered)], (s) => measure(s, burst, 1)));
+    }
+  }
   if (want('max')) {
     const steps: Scenario = { name: 'max', results: [], steps: {} };
     for (const s of systems) {

@@ -239,3 +239,19 @@ export function pgTransactionalOutbox(monitor: pg.Client): System {
     },
   };
 }
+
+/**
+ * outbox-relay fed events that carry ordering keys (`keys` of them, round-robin over the burst's rows), its
+ * endpoints ordered or not: the ordered scenario compares the two on the same events.
+ */
+export function keyed(base: System, keys: number, ordered: boolean): System {
+  return {
+    ...base,
+    async reset(db, urls) {
+      await base.reset(db, urls);
+      await db.query('UPDATE webhooks.endpoints SET ordered = $1', [ordered]);
+    },
+    burstSql: `INSERT INTO webhooks.outbox (event_type, payload, ordering_key)
+               SELECT 'bench.event', ${payloadSql}, 'key-' || (g % ${keys}) FROM generate_series(0, $2::int - 1) g`,
+  };
+}

@@ -9,6 +9,11 @@ export type OutboxEvent = {
   /** Fanned out only to endpoints of this tenant (NULL: only to endpoints without one). */
   tenant: string | null;
   orderingKey: string | null;
+  /**
+   * The commit LSN of the event's transaction, as the stream's BEGIN announced it (`0/16B3748`): its place in
+   * commit order, which ordered endpoints keep per key. Unset when not known (then ordered by outbox id only).
+   */
+  commitLsn?: string;
   /** W3C trace context the application passed (checked by the table's constraint). */
   traceparent: string | null;
   payload: string;
@@ -47,6 +52,8 @@ export type Job = {
   createdAtMs: number;
   /** The event's W3C trace context (webhooks.outbox.traceparent): each attempt continues it. */
   traceparent: string | null;
+  /** A delivery of an ordered key: the key's next event waits for its outcome. */
+  ordered?: boolean;
 };
 
 /** What became of one attempt; a receiver's failure is data, not an exception. */
@@ -82,6 +89,8 @@ export type Outcome = {
   error: string | null;
   snippet: string | null;
   durationMs: number;
+  /** Of an ordered key's delivery: once written, the key's next event may be claimed. */
+  ordered?: boolean;
 };
 
 /** A delivery's identity in memory, row or not: one per event × endpoint. */

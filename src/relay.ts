@@ -333,6 +333,8 @@ export async function buildRelay(config: Config, log: Logger, loops: Record<stri
               ledger.recorded(w.outcomes.map(jobKey));
               if (w.dropped.length > 0) ledger.dropped(w.dropped.map(jobKey), new Error('an outcome was refused'));
               scheduler.written(w.left);
+              // An ordered key's delivery is resolved (or rescheduled): its next event may be claimed now.
+              if (w.outcomes.some((o) => o.ordered === true)) scheduler.wakeClaimer();
               for (const endpointId of w.disabled) scheduler.park(endpointId);
               metrics.outcomesWritten(w, scheduler.held(), scheduler.heldBytes());
             }),

@@ -11,6 +11,7 @@ const endpoint = (id: string, extra: Partial<CachedEndpoint> = {}): CachedEndpoi
   tenant: null,
   eventTypes: null,
   enabled: true,
+  ordered: false,
   secret: 'whsec_a',
   previousSecret: null,
   previousExpiresAtMs: null,

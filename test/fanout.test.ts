@@ -156,3 +156,57 @@ const delivered = (db: TestDb) =>
     SELECT count(*)::int AS n FROM webhooks.deliveries WHERE status = 'delivered'`);
 const countFor = (endpointId: string) => sql.type(z.object({ n: z.number() }))`
   SELECT count(*)::int AS n FROM webhooks.deliveries WHERE endpoint_id = ${endpointId}`;
+
+test('through the table, an ordered endpoint’s keyed deliveries go in pending with key and commit LSN, never claimed', async ({
+  db,
+  receiver,
+}) => {
+  const ordered = await addEndpoint(db, `${receiver.url}?o`, { ordered: true });
+  await addEndpoint(db, `${receiver.url}?p`);
+  const ids = await insertEvents(db, [
+    { type: 'e', payload: '{}' },
+    { type: 'e', payload: '{}' },
+  ]);
+  const log = createLogger('silent');
+  const scheduler = createScheduler({
+    capacity: 10,
+    concurrency: 2,
+    perEndpointConcurrency: 2,
+    log,
+    attempt: () => new Promise<Attempt>(() => {}), // held: only what the statement claimed matters here
+    finished: () => {},
+    handBack: async () => {},
+  });
+  const fanOut = createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, roomWaitMs: 0, log, scheduler });
+  await fanOut(
+    ids.map((id, i) => ({
+      id,
+      eventType: 'e',
+      endpointId: null,
+      tenant: null,
+      orderingKey: i === 0 ? 'inv-42' : null,
+      commitLsn: '0/16B3748',
+      traceparent: null,
+      payload: '{}',
+      createdAtMs: Date.now(),
+    })),
+  );
+  const rows = await db.pool.any(sql.type(
+    z.object({
+      endpoint: z.string(),
+      keyed: z.boolean(),
+      status: z.string(),
+      key: z.string().nullable(),
+      lsn: z.string().nullable(),
+    }),
+  )`
+    SELECT CASE endpoint_id WHEN ${ordered.id}::uuid THEN 'ordered' ELSE 'plain' END AS endpoint,
+           outbox_id = ${ids[0]!}::int8 AS keyed, status, ordering_key AS key, order_lsn::text AS lsn
+    FROM webhooks.deliveries ORDER BY 1, 2 DESC`);
+  expect(rows).toEqual([
+    { endpoint: 'ordered', keyed: true, status: 'pending', key: 'inv-42', lsn: '0/16B3748' },
+    { endpoint: 'ordered', keyed: false, status: 'delivering', key: null, lsn: null },
+    { endpoint: 'plain', keyed: true, status: 'delivering', key: null, lsn: null },
+    { endpoint: 'plain', keyed: false, status: 'delivering', key: null, lsn: null },
+  ]);
+});

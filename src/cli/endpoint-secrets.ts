@@ -33,7 +33,7 @@ function secretArg(value: string | undefined, usage: string): string {
   return value;
 }
 
-/** `endpoints add --url URL [--event-types a,b] [--tenant T] [--description TEXT] [--secret whsec_…] [--json]` */
+/** `endpoints add --url URL [--event-types a,b] [--tenant T] [--ordered] [--description TEXT] [--secret whsec_…] [--json]` */
 export async function add(args: string[], usage: string): Promise<number> {
   const { values } = parseCommand(
     args,
@@ -41,6 +41,7 @@ export async function add(args: string[], usage: string): Promise<number> {
       url: { type: 'string' },
       'event-types': { type: 'string' },
       tenant: { type: 'string' },
+      ordered: { type: 'boolean' },
       description: { type: 'string' },
       secret: { type: 'string' },
       json: { type: 'boolean' },
@@ -66,7 +67,14 @@ export async function add(args: string[], usage: string): Promise<number> {
       let row;
       try {
         row = await pool.one(
-          insertEndpoint({ url, secret, eventTypes, description: values.description ?? null, tenant }),
+          insertEndpoint({
+            url,
+            secret,
+            eventTypes,
+            description: values.description ?? null,
+            tenant,
+            ordered: values.ordered === true,
+          }),
         );
       } catch (err) {
         // The per-tenant cap (a trigger): its message names the cap and the statement that raises it.
@@ -81,6 +89,7 @@ export async function add(args: string[], usage: string): Promise<number> {
           ...(row.tenant === null ? [] : [`tenant       ${printable(row.tenant)}`]),
           `url          ${printable(row.url)}`,
           `event types  ${printable(row.eventTypes?.join(', ') ?? 'all')}`,
+          ...(row.ordered ? ['ordered      events sharing an ordering key go one at a time, in commit order'] : []),
           `secret       ${secret}`,
           SHOWN_ONCE,
         ]);

@@ -26,7 +26,7 @@ import {
 import { add, rotate } from './endpoint-secrets.ts';
 
 const SYNOPSIS = {
-  add: 'endpoints add --url URL [--event-types a,b] [--tenant T] [--description TEXT] [--secret whsec_...] [--json]',
+  add: 'endpoints add --url URL [--event-types a,b] [--tenant T] [--ordered] [--description TEXT] [--secret whsec_...] [--json]',
   list: 'endpoints list [--tenant T] [--limit 100] [--json]',
   show: 'endpoints show ID [--json]',
   disable: 'endpoints disable ID [--reason TEXT] [--json]',
@@ -40,7 +40,8 @@ const HELP = `usage: outbox-relay endpoints <add|list|show|disable|enable|rotate
   ${SYNOPSIS.add}
       register an endpoint; prints its id and its secret, once. Without --secret one is generated
       (a --secret given here lands in shell history and ps output). --tenant: it receives only that
-      tenant's events (without it, only events without a tenant); fixed once created, capped per tenant
+      tenant's events (without it, only events without a tenant); fixed once created, capped per tenant.
+      --ordered: events that share an ordering_key reach it one at a time, in commit order (README, Ordering)
   ${SYNOPSIS.list}
       every endpoint (or one tenant's), secrets masked (whsec_…abcd)
   ${SYNOPSIS.show}

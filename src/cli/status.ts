@@ -1,7 +1,7 @@
-import { bytes, duration, healthTable, printable, statusJson } from '../ops/format.ts';
+import { bytes, duration, healthTable, printable, statusJson, table, truncate, when } from '../ops/format.ts';
 import { fail, intArg, parseCommand, printJson, printText, wantsHelp, withOperations } from '../ops/args.ts';
 import { LIMITS } from '../ops/operations.ts';
-import { RELAYS_SHOWN, STATUSES, type RelayRow, type SlotRow } from '../ops/queries.ts';
+import { RELAYS_SHOWN, STATUSES, type OrderedRow, type RelayRow, type SlotRow } from '../ops/queries.ts';
 
 const USAGE = 'usage: outbox-relay status [--limit 50] [--json]';
 
@@ -35,12 +35,35 @@ export async function main(args: string[]): Promise<number> {
         `endpoints   ${totals.total} (${totals.disabled} disabled)` +
           (endpoints.length < totals.total ? `, showing ${endpoints.length}; see --limit` : ''),
         ...(endpoints.length === 0 ? [] : healthTable(endpoints)),
+        ...orderedLines(report.ordered),
       ]);
     }
     for (const problem of report.problems) fail(problem);
     for (const warning of report.warnings) process.stderr.write(`outbox-relay: warning: ${warning}\n`);
     return report.problems.length === 0 ? 0 : 1;
   });
+}
+
+/** Ordered endpoints: blocked keys (a failing head holding later events back) and the oldest blocked head. */
+function orderedLines(ordered: readonly OrderedRow[]): string[] {
+  if (ordered.length === 0) return [];
+  return [
+    '',
+    `ordered     ${ordered.length} endpoint${ordered.length === 1 ? '' : 's'} (events sharing a key go one at a time)`,
+    ...table(
+      ['ENDPOINT', 'URL', 'BLOCKED KEYS', 'OLDEST BLOCKED HEAD'],
+      ordered.map((o) => [
+        o.endpointId,
+        truncate(o.url, 50),
+        String(o.blockedKeys),
+        o.oldestBlockedHead === null
+          ? '-'
+          : `msg_${o.oldestBlockedHead.outboxId} key ${truncate(o.oldestBlockedHead.orderingKey, 30)}, ` +
+            `since ${when(o.oldestBlockedHead.since)}, ${o.oldestBlockedHead.attempts} attempts` +
+            (o.oldestBlockedHead.lastStatusCode === null ? '' : `, last ${o.oldestBlockedHead.lastStatusCode}`),
+      ]),
+    ),
+  ];
 }
 
 function relaysLine(relays: readonly RelayRow[]): string {

@@ -141,6 +141,7 @@ export const EndpointJson = z.object({
   tenant: z.string().nullable(),
   url: z.string(),
   enabled: z.boolean(),
+  ordered: z.boolean().describe('Events sharing an ordering key are delivered one at a time, in commit order'),
   eventTypes: z.array(z.string()).nullable(),
   description: z.string().nullable(),
   secret: z.string().describe('Masked: whsec_…abcd'),
@@ -211,6 +212,28 @@ export const StatusJson = z.object({
   parked: z.number(),
   endpointTotals: z.object({ total: z.number(), disabled: z.number(), shown: z.number() }),
   endpoints: z.array(EndpointHealthJson),
+  ordered: z
+    .array(
+      z.object({
+        endpointId: z.string(),
+        tenant: z.string().nullable(),
+        url: z.string(),
+        blockedKeys: z.number().describe('Keys whose head failed and holds later events back'),
+        oldestBlockedHead: z
+          .object({
+            outboxId: z.string(),
+            webhookId: z.string(),
+            orderingKey: z.string(),
+            since: Iso.nullable(),
+            attempts: z.number(),
+            nextAttemptAt: Iso.nullable().describe('Null while its endpoint is disabled'),
+            lastStatusCode: z.number().nullable(),
+            lastError: z.string().nullable(),
+          })
+          .nullable(),
+      }),
+    )
+    .describe('Ordered endpoints, most blocked keys first'),
 });
 
 export const ReplayResultJson = z.object({

@@ -49,3 +49,29 @@ export const subscribes = sql.fragment`ep.tenant IS NOT DISTINCT FROM ev.tenant 
 
 /** Due now for an enabled endpoint `ep`; parked (never due until enabled, see the endpoints trigger) otherwise. */
 export const firstAttemptAt = sql.fragment`CASE WHEN ep.enabled THEN now() ELSE 'infinity'::timestamptz END`;
+
+/**
+ * Whether delivery `d` may be attempted now as far as ordering goes: it carries no ordering key, or it is its
+ * key's head, with no earlier delivery of the same (endpoint, key) pending or delivering. Every claim of a
+ * persisted row applies it, so at most one delivery per (endpoint, key) is claimed anywhere in the cluster;
+ * the partial index deliveries_ordered_unresolved answers it.
+ */
+export const isHead = sql.fragment`(d.ordering_key IS NULL OR NOT EXISTS (
+  SELECT 1 FROM webhooks.deliveries h
+  WHERE h.endpoint_id = d.endpoint_id AND h.ordering_key = d.ordering_key
+    AND h.status IN ('pending', 'delivering')
+    AND (h.order_lsn, h.outbox_id) < (d.order_lsn, d.outbox_id)))`;
+
+/**
+ * A blocked key's head: an ordered key's first unresolved delivery that has failed at least once (waiting for
+ * its retry, its endpoint's breaker, or the endpoint being enabled) while later events of the key wait behind it.
+ */
+export const blockedHeads = sql.fragment`
+  SELECT d.endpoint_id, d.outbox_id, d.ordering_key, d.created_at, d.attempts, d.next_attempt_at,
+         d.last_status_code, d.last_error
+  FROM webhooks.deliveries d
+  WHERE d.ordering_key IS NOT NULL AND d.status = 'pending' AND d.attempts > 0 AND ${isHead}
+    AND EXISTS (SELECT 1 FROM webhooks.deliveries l
+                WHERE l.endpoint_id = d.endpoint_id AND l.ordering_key = d.ordering_key
+                  AND l.status IN ('pending', 'delivering')
+                  AND (l.order_lsn, l.outbox_id) > (d.order_lsn, d.outbox_id))`;

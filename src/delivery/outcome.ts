@@ -19,6 +19,7 @@ export function toOutcome(job: Job, attempt: Exclude<Attempt, { kind: 'lease-los
     attempt: job.attempt,
     refund: false,
     gone: false,
+    ...(job.ordered === true ? { ordered: true } : {}),
   };
   if (attempt.kind === 'deferred') {
     return {

@@ -8,6 +8,8 @@ export type CachedEndpoint = {
   /** NULL: every event type (operational relay.* events excepted). */
   eventTypes: readonly string[] | null;
   enabled: boolean;
+  /** Events that share an ordering key go out one at a time, in commit order (never sent from memory). */
+  ordered: boolean;
   secret: string;
   previousSecret: string | null;
   /** Epoch ms; the previous secret signs too until then. */
@@ -66,6 +68,7 @@ export function createEndpointCache() {
       tenant: merged.tenant ?? null,
       eventTypes: merged.eventTypes ?? null,
       enabled: merged.enabled,
+      ordered: merged.ordered ?? false,
       secret: merged.secret,
       previousSecret: merged.previousSecret ?? null,
       previousExpiresAtMs: merged.previousExpiresAtMs ?? null,

@@ -166,6 +166,8 @@ function runBatch(
             targets: events.map((e) => e.endpointId),
             tenants: events.map((e) => e.tenant),
             abouts: events.map(aboutEndpoint),
+            orderingKeys: events.map((e) => e.orderingKey),
+            commitLsns: events.map((e) => e.commitLsn ?? null),
           },
           deps.owner,
           deps.leaseMs,

@@ -46,10 +46,15 @@ export async function fanOutLive(deps: LiveFanOutDeps, events: readonly OutboxEv
   const nowMs = Date.now();
   const enabled: Delivery[] = [];
   const parked: Delivery[] = [];
+  const ordered: Delivery[] = [];
   for (const event of events) {
     for (const endpoint of deps.endpoints.receivers(event, deps.aboutEndpoint(event))) {
       if (deps.skip?.(`${event.id}/${endpoint.id}`) === true) continue;
-      (endpoint.enabled ? enabled : parked).push({ event, endpoint });
+      if (!endpoint.enabled) parked.push({ event, endpoint });
+      // A key's next event may go only once the one before it is delivered or dead, anywhere in the cluster:
+      // that is known of rows, so these are written pending, in commit order, for the claims to take in turn.
+      else if (endpoint.ordered && event.orderingKey !== null) ordered.push({ event, endpoint });
+      else enabled.push({ event, endpoint });
     }
   }
 
@@ -60,7 +65,7 @@ export async function fanOutLive(deps: LiveFanOutDeps, events: readonly OutboxEv
   // endpoint that never finished anything yet: PROBE_MS).
   const started = performance.now();
   const deadline = started + Math.min(deps.roomWaitMs, ROOM_WAIT_MS);
-  const overflow: Delivery[] = [...parked];
+  const overflow: Delivery[] = [...parked, ...ordered];
   const resolved: Promise<void>[] = [];
   let admitted = 0;
   let waiting: Delivery[] = enabled;
@@ -96,7 +101,7 @@ export async function fanOutLive(deps: LiveFanOutDeps, events: readonly OutboxEv
     await sleep(STEP_MS);
   }
   if (overflow.length > 0) await insertVisible(deps, overflow);
-  if (overflow.length > parked.length) deps.scheduler.wakeClaimer();
+  if (overflow.length > parked.length) deps.scheduler.wakeClaimer(); // due rows to claim
   deps.onFannedOut?.(events.length, admitted + overflow.length);
   return { resolved: Promise.all(resolved).then(() => {}) };
 }
@@ -135,7 +140,12 @@ async function insertVisible(
   deps: LiveFanOutDeps,
   rows: readonly { event: OutboxEvent; endpoint: CachedEndpoint }[],
 ): Promise<void> {
-  const ids = { outboxIds: rows.map((r) => r.event.id), endpointIds: rows.map((r) => r.endpoint.id) };
+  const ids = {
+    outboxIds: rows.map((r) => r.event.id),
+    endpointIds: rows.map((r) => r.endpoint.id),
+    orderingKeys: rows.map((r) => r.event.orderingKey),
+    commitLsns: rows.map((r) => r.event.commitLsn ?? null),
+  };
   const started = performance.now();
   for (let waitMs = 1; ; waitMs = Math.min(waitMs * 2, 100)) {
     const patient = performance.now() - started < VISIBILITY_WAIT_MS;

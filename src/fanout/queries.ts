@@ -3,6 +3,16 @@ import { z } from 'zod';
 import { endpointColumns, firstAttemptAt, subscribes } from '../db/fragments.ts';
 import type { Quotas } from '../scheduler/capacity.ts';
 
+/**
+ * A delivery's `ordering_key, order_lsn` from the event row `alias` (with ordering_key and commit_lsn) and its
+ * endpoint `ep`: the key only for an ordered endpoint; the commit LSN (NULL when unknown: outbox id order).
+ */
+const orderingOf = (alias: 'w' | 'ev') => {
+  const r = sql.identifier([alias]);
+  return sql.fragment`CASE WHEN ep.ordered THEN ${r}.ordering_key END AS ordering_key,
+    CASE WHEN ep.ordered AND ${r}.ordering_key IS NOT NULL THEN coalesce(${r}.commit_lsn::pg_lsn, '0/0') END AS order_lsn`;
+};
+
 const FannedOut = z.object({
   visible: z.number(),
   deliveryId: z.string().nullable(),
@@ -36,6 +46,8 @@ export const fanOutBatch = (
     tenants: readonly (string | null)[];
     /** Operational events: the endpoint the event is about, which never receives it. */
     abouts: readonly (string | null)[];
+    orderingKeys: readonly (string | null)[];
+    commitLsns: readonly (string | null)[];
   },
   owner: string,
   leaseMs: number,
@@ -46,8 +58,9 @@ export const fanOutBatch = (
   WITH ev AS (
     SELECT * FROM unnest(${sql.array(events.ids, 'int8')}, ${sql.array(events.eventTypes, 'text')},
                          ${sql.array(events.targets, 'uuid')}, ${sql.array(events.tenants, 'text')},
-                         ${sql.array(events.abouts, 'uuid')})
-      WITH ORDINALITY AS e(outbox_id, event_type, endpoint_id, tenant, about_endpoint, ord)
+                         ${sql.array(events.abouts, 'uuid')}, ${sql.array(events.orderingKeys, 'text')},
+                         ${sql.array(events.commitLsns, 'text')})
+      WITH ORDINALITY AS e(outbox_id, event_type, endpoint_id, tenant, about_endpoint, ordering_key, commit_lsn, ord)
   ), visible AS (
     SELECT count(*)::int AS n FROM webhooks.outbox WHERE id = ANY (${sql.array(events.ids, 'int8')})
   ), quota AS (
@@ -55,8 +68,11 @@ export const fanOutBatch = (
       AS q(endpoint_id, quota)
   ), matched AS (
     -- k: the row's place among its endpoint's rows in this batch; within the endpoint's quota it may be claimed.
+    -- An ordered key's deliveries are never claimed here: the claim takes each key's head in turn.
     SELECT ev.outbox_id, ep.id AS endpoint_id, ev.ord, ${firstAttemptAt} AS first_attempt_at,
-           ep.enabled AND row_number() OVER (PARTITION BY ep.id ORDER BY ev.ord)
+           ${orderingOf('ev')},
+           ep.enabled AND NOT (ep.ordered AND ev.ordering_key IS NOT NULL)
+             AND row_number() OVER (PARTITION BY ep.id ORDER BY ev.ord)
                           <= coalesce((SELECT q.quota FROM quota q WHERE q.endpoint_id = ep.id), ${quotas.fresh})
              AS eligible
     FROM ev JOIN webhooks.endpoints ep ON ${subscribes}
@@ -65,13 +81,14 @@ export const fanOutBatch = (
     -- The first eligible rows, in commit order, as many as there is room for, go in claimed; the rest pending.
     SELECT *, eligible AND sum(eligible::int) OVER (ORDER BY ord, endpoint_id) <= ${room} AS claim FROM matched
   ), inserted AS (
-    INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, lease_owner, lease_until, next_attempt_at)
+    INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, lease_owner, lease_until,
+                                          next_attempt_at, ordering_key, order_lsn)
     SELECT m.outbox_id, m.endpoint_id,
            CASE WHEN m.claim THEN 'delivering' ELSE 'pending' END,
            CASE WHEN m.claim THEN 1 ELSE 0 END,
            CASE WHEN m.claim THEN ${owner} END,
            CASE WHEN m.claim THEN now() + ${leaseMs}::int * interval '1 millisecond' END,
-           m.first_attempt_at
+           m.first_attempt_at, m.ordering_key, m.order_lsn
     FROM numbered m
     ON CONFLICT (outbox_id, endpoint_id) DO NOTHING
     RETURNING d.id, d.outbox_id, d.endpoint_id, d.status
@@ -88,18 +105,27 @@ export const fanOutBatch = (
  * `requireVisible` (the delivery trigger must see an endpoint created in the event's own transaction).
  */
 export const insertPending = (
-  rows: { outboxIds: readonly string[]; endpointIds: readonly string[] },
+  rows: {
+    outboxIds: readonly string[];
+    endpointIds: readonly string[];
+    /** The events' ordering keys and commit LSNs, kept on the rows of ordered endpoints (see `orderingOf`). */
+    orderingKeys?: readonly (string | null)[];
+    commitLsns?: readonly (string | null)[];
+  },
   requireVisible: boolean,
-) => sql.type(z.object({ missing: z.number(), inserted: z.number() }))`
+) => {
+  const none = rows.outboxIds.map(() => null);
+  return sql.type(z.object({ missing: z.number(), inserted: z.number() }))`
   WITH visible AS (
     SELECT count(DISTINCT id)::int AS n FROM webhooks.outbox
     WHERE id = ANY (${sql.array(rows.outboxIds, 'int8')})
   ), wanted AS (
-    SELECT * FROM unnest(${sql.array(rows.outboxIds, 'int8')}, ${sql.array(rows.endpointIds, 'uuid')})
-      AS w(outbox_id, endpoint_id)
+    SELECT * FROM unnest(${sql.array(rows.outboxIds, 'int8')}, ${sql.array(rows.endpointIds, 'uuid')},
+                         ${sql.array(rows.orderingKeys ?? none, 'text')}, ${sql.array(rows.commitLsns ?? none, 'text')})
+      AS w(outbox_id, endpoint_id, ordering_key, commit_lsn)
   ), inserted AS (
-    INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, status, attempts, next_attempt_at)
-    SELECT w.outbox_id, w.endpoint_id, 'pending', 0, ${firstAttemptAt}
+    INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, status, attempts, next_attempt_at, ordering_key, order_lsn)
+    SELECT w.outbox_id, w.endpoint_id, 'pending', 0, ${firstAttemptAt}, ${orderingOf('w')}
     FROM wanted w JOIN webhooks.endpoints ep ON ep.id = w.endpoint_id
     WHERE NOT ${requireVisible}
        OR (SELECT n FROM visible) = (SELECT count(DISTINCT outbox_id) FROM wanted)
@@ -108,6 +134,7 @@ export const insertPending = (
   )
   SELECT (SELECT count(DISTINCT outbox_id)::int FROM wanted) - (SELECT n FROM visible) AS missing,
          (SELECT count(*)::int FROM inserted) AS inserted`;
+};
 
 /**
  * Writes rows for deliveries sent from the stream that are still unanswered after PERSIST_AFTER, claimed by

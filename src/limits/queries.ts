@@ -1,6 +1,6 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
-import { endpointColumns, leaseUntil } from '../db/fragments.ts';
+import { endpointColumns, isHead, leaseUntil } from '../db/fragments.ts';
 import { ClaimedColumns } from '../scheduler/queries.ts';
 
 const ms = (n: number) => sql.fragment`${n}::bigint * interval '1 millisecond'`;
@@ -78,11 +78,12 @@ export const takeProbe = (endpointId: string, owner: string, leaseMs: number) =>
       AND ((b.state = 'open' AND b.open_until <= now()) OR (b.state = 'half-open' AND b.probe_until <= now()))
       AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = b.endpoint_id AND ep.enabled)
       AND EXISTS (SELECT 1 FROM webhooks.deliveries d
-                  WHERE d.endpoint_id = b.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now())
+                  WHERE d.endpoint_id = b.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+                    AND ${isHead})
     RETURNING b.endpoint_id
   ), pick AS (
     SELECT d.id FROM webhooks.deliveries d JOIN take ON d.endpoint_id = take.endpoint_id
-    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+    WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND ${isHead}
     ORDER BY d.endpoint_id, d.next_attempt_at
     LIMIT 1
     FOR UPDATE OF d SKIP LOCKED
@@ -94,7 +95,8 @@ export const takeProbe = (endpointId: string, owner: string, leaseMs: number) =>
     WHERE d.id = (SELECT id FROM pick) AND o.id = d.outbox_id AND ep.id = d.endpoint_id
     RETURNING d.id AS "deliveryId", d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId",
               d.attempts AS attempt, o.event_type AS "eventType", o.payload::text AS payload,
-              o.created_at AS "createdAtMs", o.traceparent, ${endpointColumns}
+              o.created_at AS "createdAtMs", o.traceparent,
+              d.ordering_key IS NOT NULL AS ordered, ${endpointColumns}
   )
   SELECT EXISTS (SELECT 1 FROM take) AS taken, c.* FROM (SELECT 1) one LEFT JOIN claimed c ON true`;
 

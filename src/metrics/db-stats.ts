@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sql, type DatabasePool } from 'slonik';
 import { z } from 'zod';
+import { blockedHeads } from '../db/fragments.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -9,6 +10,7 @@ const Stats = z.object({
   oldestDueSeconds: z.number(),
   lagBytes: z.number().nullable(),
   retainedBytes: z.number().nullable(),
+  blockedKeys: z.number(),
 });
 
 /**
@@ -29,7 +31,9 @@ const readStats = (slotName: string) => sql.type(Stats)`
     (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)
      FROM pg_replication_slots WHERE slot_name = ${slotName})::float8 AS "lagBytes",
     (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)
-     FROM pg_replication_slots WHERE slot_name = ${slotName})::float8 AS "retainedBytes"`;
+     FROM pg_replication_slots WHERE slot_name = ${slotName})::float8 AS "retainedBytes",
+    -- Ordered keys held back by a failing head (the partial index of unresolved ordered rows answers it).
+    (SELECT count(*) FROM (${blockedHeads}) h)::int AS "blockedKeys"`;
 
 export async function runDbStats(
   deps: { pool: DatabasePool; slotName: string; statsIntervalMs: number; metrics: Metrics; log: Logger },
@@ -42,6 +46,7 @@ export async function runDbStats(
       deps.metrics.oldestPendingSeconds.set(s.oldestDueSeconds);
       if (s.lagBytes !== null) deps.metrics.slotLagBytes.set(s.lagBytes);
       if (s.retainedBytes !== null) deps.metrics.slotRetainedBytes.set(s.retainedBytes);
+      deps.metrics.orderedBlockedKeys.set(s.blockedKeys);
     } catch (err) {
       deps.log.warn({ err }, 'reading database stats for metrics failed');
     }

@@ -194,6 +194,11 @@ function createInstruments(collectCluster: () => void) {
       help: 'Age of the last commit this replica fanned out (0 when caught up; streaming replica only)',
       registers,
     }),
+    orderedBlockedKeys: new Gauge({
+      name: 'outbox_relay_ordered_blocked_keys',
+      help: 'Ordering keys of ordered endpoints whose head failed and holds later events back (all replicas)',
+      registers,
+    }),
     slotRetainedBytes: new Gauge({
       name: 'outbox_relay_slot_retained_wal_bytes',
       help: 'WAL the slot keeps on the server (compare with max_slot_wal_keep_size)',

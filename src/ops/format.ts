@@ -95,6 +95,7 @@ export function endpointJson(e: EndpointRow) {
     tenant: e.tenant,
     url: e.url,
     enabled: e.enabled,
+    ordered: e.ordered,
     eventTypes: e.eventTypes,
     description: e.description,
     secret: e.secretHint,
@@ -269,5 +270,20 @@ export function statusJson(r: StatusReport) {
     parked: r.backlog.parked,
     endpointTotals: { ...r.endpointTotals, shown: r.endpoints.length },
     endpoints: r.endpoints.map(healthJson),
+    ordered: r.ordered.map((o) => ({
+      endpointId: o.endpointId,
+      tenant: o.tenant,
+      url: o.url,
+      blockedKeys: o.blockedKeys,
+      oldestBlockedHead:
+        o.oldestBlockedHead === null
+          ? null
+          : {
+              ...o.oldestBlockedHead,
+              webhookId: `msg_${o.oldestBlockedHead.outboxId}`,
+              since: iso(o.oldestBlockedHead.since),
+              nextAttemptAt: iso(o.oldestBlockedHead.nextAttemptAt),
+            },
+    })),
   };
 }

@@ -17,6 +17,7 @@ import {
   listDeliveries,
   listEndpoints,
   liveRelays,
+  orderedEndpoints,
   RELAYS_SHOWN,
   replayBatch,
   rotateSecret,
@@ -27,6 +28,7 @@ import {
   type DeliveryRow,
   type EndpointHealthRow,
   type EndpointRow,
+  type OrderedRow,
   type RelayRow,
   type SlotRow,
   type Status,
@@ -94,6 +96,8 @@ export type StatusReport = {
   endpoints: EndpointHealthRow[];
   /** Live relays (at most RELAYS_SHOWN + 1: one more says there are more); each takes a share of every limit. */
   relays: RelayRow[];
+  /** Ordered endpoints (most blocked keys first, up to the endpoint limit). */
+  ordered: OrderedRow[];
   /** Events may be lost: the slot is missing or invalidated. */
   problems: string[];
   warnings: string[];
@@ -109,13 +113,14 @@ export function createOperations(pool: DatabasePool, { slotName }: { slotName: s
     /** The slot, the delivery backlog and the first `endpointLimit` endpoints (troubled ones first). */
     async status(endpointLimit = 50): Promise<StatusReport> {
       const limit = pageSize(endpointLimit, 50);
-      const [slot, counts, pending, totals, endpoints, relays] = await Promise.all([
+      const [slot, counts, pending, totals, endpoints, relays, ordered] = await Promise.all([
         pool.one(slotStatus(slotName)),
         pool.any(deliveryCounts()),
         pool.one(backlog()),
         pool.one(endpointTotals()),
         pool.any(endpointHealth(limit)),
         pool.any(liveRelays(RELAYS_SHOWN + 1)),
+        pool.any(orderedEndpoints(limit)),
       ]);
       const deliveries = Object.fromEntries(
         STATUSES.map((s) => [s, counts.find((c) => c.status === s)?.n ?? 0]),
@@ -128,6 +133,7 @@ export function createOperations(pool: DatabasePool, { slotName }: { slotName: s
         endpointTotals: totals,
         endpoints: [...endpoints],
         relays: [...relays],
+        ordered: [...ordered],
         problems: slotProblems(slotName, slot),
         warnings:
           slot.walStatus === 'unreserved'

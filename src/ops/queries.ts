@@ -2,7 +2,7 @@
 // sql.fragment pieces, never from strings. Secrets leave the database only masked (`whsec_…abcd`).
 import { sql } from 'slonik';
 import { z } from 'zod';
-import { ago, dueAfter, literalInt } from '../db/fragments.ts';
+import { ago, blockedHeads, dueAfter, literalInt } from '../db/fragments.ts';
 
 export const STATUSES = ['pending', 'delivering', 'delivered', 'dead'] as const;
 export type Status = (typeof STATUSES)[number];
@@ -55,6 +55,43 @@ export const backlog = () => sql.type(Backlog)`
   FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
   WHERE d.status = 'pending'`;
 
+const Ordered = z.object({
+  endpointId: z.string(),
+  tenant: z.string().nullable(),
+  url: z.string(),
+  blockedKeys: z.number(),
+  oldestBlockedHead: z
+    .object({
+      outboxId: z.string(),
+      orderingKey: z.string(),
+      since: z.number(),
+      attempts: z.number(),
+      /** Null while parked (its endpoint disabled). */
+      nextAttemptAt: z.number().nullable(),
+      lastStatusCode: z.number().nullable(),
+      lastError: z.string().nullable(),
+    })
+    .nullable(),
+});
+export type OrderedRow = z.infer<typeof Ordered>;
+
+/** Ordered endpoints (most blocked keys first) with how many keys are blocked and the oldest blocked head. */
+export const orderedEndpoints = (limit: number) => sql.type(Ordered)`
+  WITH heads AS (${blockedHeads})
+  SELECT ep.id AS "endpointId", ep.tenant, ep.url, count(h.outbox_id)::int AS "blockedKeys",
+         (SELECT json_build_object('outboxId', o.outbox_id::text, 'orderingKey', o.ordering_key,
+                                   'since', (extract(epoch FROM o.created_at) * 1000)::float8,
+                                   'attempts', o.attempts,
+                                   'nextAttemptAt', CASE WHEN isfinite(o.next_attempt_at)
+                                     THEN (extract(epoch FROM o.next_attempt_at) * 1000)::float8 END,
+                                   'lastStatusCode', o.last_status_code, 'lastError', o.last_error)
+          FROM heads o WHERE o.endpoint_id = ep.id ORDER BY o.created_at, o.outbox_id LIMIT 1) AS "oldestBlockedHead"
+  FROM webhooks.endpoints ep LEFT JOIN heads h ON h.endpoint_id = ep.id
+  WHERE ep.ordered
+  GROUP BY ep.id
+  ORDER BY count(h.outbox_id) DESC, ep.created_at, ep.id
+  LIMIT ${literalInt(limit)}`;
+
 // ---- endpoints ---------------------------------------------------------------------------------------------
 
 const EndpointFields = {
@@ -63,6 +100,7 @@ const EndpointFields = {
   url: z.string(),
   eventTypes: z.array(z.string()).nullable(),
   enabled: z.boolean(),
+  ordered: z.boolean(),
   description: z.string().nullable(),
   secretHint: z.string(),
   previousSecretHint: z.string().nullable(),
@@ -78,7 +116,7 @@ const Endpoint = z.object(EndpointFields);
 export type EndpointRow = z.infer<typeof Endpoint>;
 
 const endpointColumns = sql.fragment`
-  ep.id, ep.tenant, ep.url, ep.event_types AS "eventTypes", ep.enabled, ep.description,
+  ep.id, ep.tenant, ep.url, ep.event_types AS "eventTypes", ep.enabled, ep.ordered, ep.description,
   ${hint(sql.fragment`ep.secret`)} AS "secretHint", ${hint(sql.fragment`ep.previous_secret`)} AS "previousSecretHint",
   ep.previous_secret_expires_at AS "previousSecretExpiresAt", ep.disabled_reason AS "disabledReason",
   ep.disabled_at AS "disabledAt", ep.failing_since AS "failingSince",
@@ -156,10 +194,11 @@ export const insertEndpoint = (e: {
   eventTypes: string[] | null;
   description: string | null;
   tenant: string | null;
+  ordered: boolean;
 }) => sql.type(Endpoint)`
-  INSERT INTO webhooks.endpoints AS ep (url, secret, event_types, description, tenant)
+  INSERT INTO webhooks.endpoints AS ep (url, secret, event_types, description, tenant, ordered)
   VALUES (${e.url}, ${e.secret}, ${e.eventTypes === null ? null : sql.array(e.eventTypes, 'text')}, ${e.description},
-          ${e.tenant})
+          ${e.tenant}, ${e.ordered})
   RETURNING ${endpointColumns}`;
 
 export const disableEndpoint = (id: string, reason: string) => sql.type(Endpoint)`
@@ -292,14 +331,17 @@ export const countReplayable = (f: DeliveryFilter) => sql.type(Moved.extend({ of
 
 /**
  * Moves one batch of dead deliveries back to pending, due now, with a fresh attempt budget (last_error is kept
- * until the next attempt). One short statement per batch: rows locked elsewhere are skipped, not waited for.
+ * until the next attempt), and out of any key's order. One short statement per batch: rows locked elsewhere are skipped, not waited for.
  * Deliveries of deleted endpoints stay dead: pending, they would wait forever for an endpoint that is gone.
  */
 export const replayBatch = (f: DeliveryFilter, batch: number) => sql.type(Moved)`
   WITH moved AS (
     UPDATE webhooks.deliveries
     SET status = 'pending', attempts = 0, lease_owner = NULL, lease_until = NULL, updated_at = now(),
-        next_attempt_at = ${dueAfter(sql.fragment`endpoint_id`, sql.fragment`interval '0'`)}
+        next_attempt_at = ${dueAfter(sql.fragment`endpoint_id`, sql.fragment`interval '0'`)},
+        -- An ordered key moved on when this went dead: the replay goes out as the replay it is, out of the key's
+        -- order, and holds none of the key's newer events back.
+        ordering_key = NULL
     WHERE status = 'dead' AND id IN (
       SELECT d.id FROM webhooks.deliveries d
       WHERE d.status = 'dead' AND ${endpointExists} AND ${matching({ ...f, status: undefined })}

@@ -144,16 +144,19 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
     if (shouldRespond && !tracker.idle()) owedSince ??= performance.now();
     if (shouldRespond) sendStatus();
   });
+  let commitLsn: string | undefined; // of the transaction being received (BEGIN carries it)
   service.on('data', (lsn: string, msg: Pgoutput.Message) => {
     switch (msg.tag) {
       case 'relation':
         if (isOutbox(msg)) keepColumnsAsText(msg);
         return;
       case 'begin':
+        commitLsn = msg.commitLsn ?? undefined;
         return receive({ tag: 'begin' });
       case 'insert':
-        if (isOutbox(msg.relation)) receive({ tag: 'insert', event: toEvent(msg.new), lsn: parseLsn(lsn) });
-        else if (isEndpoints(msg.relation)) o.onEndpoint?.(toEndpointChange(msg.new));
+        if (isOutbox(msg.relation)) {
+          receive({ tag: 'insert', event: toEvent(msg.new, commitLsn), lsn: parseLsn(lsn) });
+        } else if (isEndpoints(msg.relation)) o.onEndpoint?.(toEndpointChange(msg.new));
         return;
       case 'update':
         if (isEndpoints(msg.relation)) o.onEndpoint?.(toEndpointChange(msg.new));
@@ -316,6 +319,7 @@ function toEndpointChange(row: Record<string, unknown>): EndpointChange {
     tenant: text(row.tenant),
     eventTypes: types === undefined ? undefined : Array.isArray(types) ? types.map(String) : null,
     enabled: typeof row.enabled === 'boolean' ? row.enabled : undefined,
+    ordered: typeof row.ordered === 'boolean' ? row.ordered : undefined,
     secret: text(row.secret) ?? undefined,
     previousSecret: text(row.previous_secret),
     previousExpiresAtMs: ms(row.previous_secret_expires_at),
@@ -333,7 +337,7 @@ function keepColumnsAsText(rel: Pgoutput.MessageRelation): void {
   for (const column of rel.columns) (column as { parser: (raw: string) => unknown }).parser = (raw) => raw;
 }
 
-function toEvent(row: Record<string, unknown>): OutboxEvent {
+function toEvent(row: Record<string, unknown>, commitLsn: string | undefined): OutboxEvent {
   const { id, event_type, endpoint_id, tenant, ordering_key, traceparent, payload, created_at } = row;
   if (typeof id !== 'string' || typeof event_type !== 'string' || typeof payload !== 'string') {
     throw new Error('outbox row decoded without its text columns; was the relation message seen?');
@@ -347,6 +351,7 @@ function toEvent(row: Record<string, unknown>): OutboxEvent {
     traceparent: typeof traceparent === 'string' ? traceparent : null,
     payload,
     createdAtMs: typeof created_at === 'string' ? parseIsoTimestamp(created_at) : Date.now(),
+    commitLsn,
   };
 }
 

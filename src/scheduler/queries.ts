@@ -1,7 +1,7 @@
 import { sql } from 'slonik';
 import { z } from 'zod';
 import type { Job, Outcome } from '../domain.ts';
-import { dueAfter, endpointColumns, leaseUntil, literalInt } from '../db/fragments.ts';
+import { dueAfter, endpointColumns, isHead, leaseUntil, literalInt } from '../db/fragments.ts';
 
 /** The endpoint id a round-robin claim starts after when it begins a new round (the smallest uuid). */
 export const FIRST_ENDPOINT = '00000000-0000-0000-0000-000000000000';
@@ -19,6 +19,7 @@ export const ClaimedColumns = {
   payload: z.string().nullable(),
   createdAtMs: z.number().nullable(),
   traceparent: z.string().nullable(),
+  ordered: z.boolean().nullable(),
   url: z.string().nullable(),
   tenant: z.string().nullable(),
   secrets: z.array(z.string()).nullable(),
@@ -46,6 +47,7 @@ export function jobOf(row: { [K in keyof Job]: Job[K] | null }): Job[] {
       secrets,
       maxInFlight: row.maxInFlight,
       ratePerSecond: row.ratePerSecond,
+      ...(row.ordered === true ? { ordered: true } : {}),
     },
   ];
 }
@@ -106,8 +108,9 @@ export const claimFair = (
     CROSS JOIN LATERAL (
       -- Ordered as the per-endpoint index is, so that index is the plan: the global due index filtered by
       -- endpoint walked every older row of every other endpoint first (an old backlog, per claim).
+      -- An ordered key's later rows wait for its head (isHead).
       SELECT d.id FROM webhooks.deliveries d
-      WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+      WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now() AND ${isHead}
       ORDER BY d.endpoint_id, d.next_attempt_at
       LIMIT e.quota
       FOR UPDATE OF d SKIP LOCKED
@@ -136,13 +139,14 @@ export const claimFair = (
     WHERE d.id = ANY (ARRAY(SELECT due.id FROM due)) AND o.id = d.outbox_id AND ep.id = d.endpoint_id
     RETURNING d.id AS "deliveryId", d.outbox_id AS "outboxId", d.endpoint_id AS "endpointId",
               d.attempts AS attempt, o.event_type AS "eventType", o.payload::text AS payload,
-              o.created_at AS "createdAtMs", o.traceparent, ${endpointColumns}
+              o.created_at AS "createdAtMs", o.traceparent,
+              d.ordering_key IS NOT NULL AS ordered, ${endpointColumns}
   ), more AS (
     -- Endpoints with a due row beyond what this claim took (rows a peer holds locked count too: conservative).
     SELECT coalesce(array_agg(e.endpoint_id::text), '{}') AS ids FROM eligible e
     WHERE EXISTS (
       SELECT 1 FROM webhooks.deliveries d
-      WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+      WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now() AND ${isHead}
       ORDER BY d.endpoint_id, d.next_attempt_at
       OFFSET (SELECT count(*) FROM due WHERE due.endpoint_id = e.endpoint_id))
   ), last AS (

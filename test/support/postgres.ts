@@ -84,13 +84,14 @@ export const newSecret = () => `whsec_${randomBytes(SECRET_BYTES).toString('base
 export async function addEndpoint(
   db: TestDb,
   url: string,
-  options: { eventTypes?: string[] | null; enabled?: boolean; secret?: string } = {},
+  options: { eventTypes?: string[] | null; enabled?: boolean; secret?: string; ordered?: boolean } = {},
 ): Promise<{ id: string; secret: string }> {
   const secret = options.secret ?? newSecret();
   const eventTypes = options.eventTypes === undefined || options.eventTypes === null ? null : options.eventTypes;
   const id = await db.pool.oneFirst(sql.type(z.object({ id: z.string() }))`
-    INSERT INTO webhooks.endpoints (url, secret, event_types, enabled)
-    VALUES (${url}, ${secret}, ${eventTypes === null ? null : sql.array(eventTypes, 'text')}, ${options.enabled ?? true})
+    INSERT INTO webhooks.endpoints (url, secret, event_types, enabled, ordered)
+    VALUES (${url}, ${secret}, ${eventTypes === null ? null : sql.array(eventTypes, 'text')}, ${options.enabled ?? true},
+            ${options.ordered ?? false})
     RETURNING id`);
   return { id, secret };
 }

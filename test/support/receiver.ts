@@ -6,6 +6,10 @@ export type Received = {
   headers: IncomingHttpHeaders;
   body: string;
   receivedAt: number;
+  /** Epoch ms when the answer was fully written (state 'answered'). */
+  answeredAt?: number;
+  /** The status sent (once answered). */
+  status?: number;
   /** 'answered' once the response was fully written; 'aborted' when the client went away first. */
   state: 'pending' | 'answered' | 'aborted';
 };
@@ -65,7 +69,10 @@ export async function startReceiver(): Promise<Receiver> {
         if (received.state !== 'pending') return;
         res.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });
         res.end(reply.body ?? '', () => {
-          if (received.state === 'pending') received.state = 'answered';
+          if (received.state !== 'pending') return;
+          received.state = 'answered';
+          received.answeredAt = Date.now();
+          received.status = reply.status;
         });
       };
       if (reply.delayMs === undefined) answer();

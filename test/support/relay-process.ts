@@ -68,6 +68,9 @@ export async function untilReady(relay: RelayProcess, stream: 'streaming' | 'sta
       const body = (await res.json()) as { stream?: string };
       return res.status === 200 && body.stream === stream;
     },
-    { what: `relay ready (${stream}); stderr: ${relay.stderr().slice(0, 500)}`, timeoutMs: 30_000 },
-  );
+    { what: `relay ready (${stream})`, timeoutMs: 30_000 },
+  ).catch((err: unknown) => {
+    // What the process said by now (a configuration error, say), not what it had said when the wait began.
+    throw new Error(`${(err as Error).message}; stderr: ${relay.stderr().slice(0, 500)}`);
+  });
 }
