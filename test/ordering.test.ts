@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { createOperations } from '../src/ops/operations.ts';
 import { test } from './fixtures.ts';
 import { cli } from './support/cli.ts';
+import { FULL_TOKEN } from './support/console.ts';
 import { addEndpoint, type TestDb } from './support/postgres.ts';
 import { envelopeOf, type Received } from './support/receiver.ts';
 import { relayEnv, scrape } from './support/relay.ts';
@@ -303,4 +304,52 @@ test('endpoints add --ordered makes an ordered endpoint; status --json lists it 
   ]);
   const text = await cli(db, ['status']);
   expect(text.stdout).toMatch(new RegExp(`ordered +1 endpoint .*\\n.*\\n${endpoint.id} .* 0 +-`));
+});
+
+test('the console shows a blocked key: the overview tile and table, the status API, and the endpoint page', async ({
+  db,
+  receiver,
+  startConsole,
+}) => {
+  const { id } = await addEndpoint(db, receiver.url, { ordered: true });
+  // A head that failed twice (waiting for its retry) with two later events of its key behind it, and another key
+  // whose head is merely queued (not blocked).
+  const [head] = await insertRounds(db, [
+    [{ key: 'inv-7', n: 0 }],
+    [{ key: 'inv-7', n: 1 }],
+    [{ key: 'inv-7', n: 2 }],
+  ]).then(() =>
+    db.pool.anyFirst(sql.type(z.object({ id: z.string() }))`
+      SELECT id::text FROM webhooks.outbox ORDER BY id`),
+  );
+  await db.pool.query(sql.unsafe`
+    INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, status, attempts, next_attempt_at, last_status_code,
+                                     ordering_key, order_lsn)
+    SELECT o.id, ${id}::uuid, 'pending', CASE WHEN o.id = ${head!}::int8 THEN 2 ELSE 0 END,
+           now() + interval '1 hour', CASE WHEN o.id = ${head!}::int8 THEN 503 END, o.ordering_key, '0/1'
+    FROM webhooks.outbox o`);
+  await db.pool.query(sql.unsafe`
+    INSERT INTO webhooks.outbox (event_type, payload, ordering_key) VALUES ('step.done', '{}', 'other')`);
+
+  const c = await startConsole();
+  const status = await c.api<{ ordered: unknown[] }>('GET', '/api/v1/status');
+  expect(status.body.ordered).toMatchObject([
+    {
+      endpointId: id,
+      blockedKeys: 1,
+      oldestBlockedHead: {
+        outboxId: head,
+        webhookId: `msg_${head}`,
+        orderingKey: 'inv-7',
+        attempts: 2,
+        lastStatusCode: 503,
+      },
+    },
+  ]);
+  const page = (path: string) =>
+    fetch(`${c.url}${path}`, { headers: { authorization: `Bearer ${FULL_TOKEN}` } }).then((r) => r.text());
+  const overview = await page('/');
+  expect(overview).toMatch(/Ordered keys blocked<\/span\s*><span class="value">1</);
+  expect(overview).toContain(`href="/deliveries?webhook_id=msg_${head}"`);
+  expect(await page(`/endpoints/${id}`)).toContain('ordered: events that share an ordering key go one at a time');
 });

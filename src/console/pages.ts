@@ -4,7 +4,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../log.ts';
 import { endpointState, iso, percent, printable, successRate, when, bytes, duration } from '../ops/format.ts';
 import { LIMITS, type Operations } from '../ops/operations.ts';
-import { STATUSES, type AttemptRow, type DeliveryRow, type EndpointHealthRow } from '../ops/queries.ts';
+import {
+  STATUSES,
+  type AttemptRow,
+  type DeliveryRow,
+  type EndpointHealthRow,
+  type OrderedRow,
+} from '../ops/queries.ts';
 import type { LoginLimiter, Role, Sessions, TokenCheck } from './auth.ts';
 import { sameOrigin } from './auth.ts';
 import { html, query, type Html } from './html.ts';
@@ -145,6 +151,7 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
     const r = await ops.status(20);
     const failing = r.endpoints.filter((e) => e.enabled && e.failingSince !== null).length;
     const breakersOpen = r.endpoints.filter((e) => e.breakerState !== 'closed').length;
+    const blockedKeys = r.ordered.reduce((sum, o) => sum + o.blockedKeys, 0);
     const slot = r.slot;
     const body = html` ${r.problems.map((p) => html`<p class="alert" role="alert">${p}</p>`)}
       ${r.warnings.map((w) => html`<p class="warn">${w}</p>`)}
@@ -173,7 +180,12 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
           <span class="label">Breakers open</span><span class="value">${breakersOpen}</span
           ><span class="sub">shared by every relay</span>
         </div>
+        <div class="tile">
+          <span class="label">Ordered keys blocked</span><span class="value">${blockedKeys}</span
+          ><span class="sub">on ${r.ordered.length} ordered endpoint${r.ordered.length === 1 ? '' : 's'}</span>
+        </div>
       </section>
+      ${orderedTable(r.ordered)}
       <h2>Deliveries</h2>
       <table>
         <thead>
@@ -491,6 +503,40 @@ function endpointTable(rows: readonly EndpointHealthRow[]): Html {
   </table>`;
 }
 
+/** Ordered endpoints with blocked keys: a key whose head failed and holds its later events back. */
+function orderedTable(ordered: readonly OrderedRow[]): Html | '' {
+  const blocked = ordered.filter((o) => o.blockedKeys > 0);
+  if (blocked.length === 0) return '';
+  return html`<h2>Ordered endpoints with blocked keys</h2>
+    <table>
+      <thead>
+        <tr>
+          <th scope="col">Endpoint</th>
+          <th scope="col">Blocked keys</th>
+          <th scope="col">Oldest blocked head</th>
+        </tr>
+      </thead>
+      <tbody>
+        ${blocked.map((o) => {
+          const head = o.oldestBlockedHead;
+          return html`<tr>
+            <td><a class="mono" href="/endpoints/${o.endpointId}">${o.endpointId}</a></td>
+            <td>${o.blockedKeys}</td>
+            <td>
+              ${
+                head === null
+                  ? '-'
+                  : html`<a class="mono" href="/deliveries?webhook_id=msg_${head.outboxId}">msg_${head.outboxId}</a> key
+                      ${text(head.orderingKey)}, since ${when(head.since)}, ${head.attempts}
+                      attempts${head.lastStatusCode === null ? '' : html`, last ${head.lastStatusCode}`}`
+              }
+            </td>
+          </tr>`;
+        })}
+      </tbody>
+    </table>`;
+}
+
 function endpointDetail(e: EndpointHealthRow, role: Role | null): Html {
   const full = role === 'full';
   return html`<dl class="facts">
@@ -502,6 +548,10 @@ function endpointDetail(e: EndpointHealthRow, role: Role | null): Html {
       <dd>${stateBadge(e)}${e.enabled ? '' : html` ${text(e.disabledReason)} (${when(e.disabledAt)})`}</dd>
       <dt>Event types</dt>
       <dd>${text(e.eventTypes?.join(', ') ?? null, 'all')}</dd>
+      <dt>Ordering</dt>
+      <dd>
+        ${e.ordered ? 'ordered: events that share an ordering key go one at a time, in commit order' : 'unordered'}
+      </dd>
       <dt>Description</dt>
       <dd>${text(e.description)}</dd>
       <dt>Secret</dt>
