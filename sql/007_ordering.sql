@@ -15,3 +15,56 @@ ALTER TABLE webhooks.deliveries ADD COLUMN IF NOT EXISTS order_lsn pg_lsn;
 CREATE INDEX IF NOT EXISTS deliveries_ordered_unresolved
   ON webhooks.deliveries (endpoint_id, ordering_key, order_lsn, outbox_id)
   WHERE ordering_key IS NOT NULL AND status IN ('pending', 'delivering');
+
+-- Only a key's head is ever due. Its later deliveries are written waiting (pending, next_attempt_at = infinity,
+-- outside the claim's index range), so a claim never walks the rows queued behind a failing head; when the head
+-- is delivered or dead, this promotes the key's next delivery (due now, or left parked on a disabled endpoint).
+-- An AFTER trigger: it runs at the end of the statement that resolved the head, seeing every row committed by
+-- then; fan-out promotes the heads of the keys it wrote to after each insert (promoteHeads), which covers the
+-- rows this trigger could not see yet.
+CREATE OR REPLACE FUNCTION webhooks.promote_next_in_key() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE webhooks.deliveries d SET next_attempt_at = now(), updated_at = now()
+  WHERE d.id = (SELECT h.id FROM webhooks.deliveries h
+                WHERE h.endpoint_id = OLD.endpoint_id AND h.ordering_key = OLD.ordering_key
+                  AND h.status IN ('pending', 'delivering')
+                ORDER BY h.order_lsn, h.outbox_id LIMIT 1)
+    AND d.status = 'pending' AND d.next_attempt_at = 'infinity'
+    AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled);
+  RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS deliveries_promote_next_in_key ON webhooks.deliveries;
+CREATE TRIGGER deliveries_promote_next_in_key
+  AFTER UPDATE OF status ON webhooks.deliveries
+  FOR EACH ROW WHEN (OLD.ordering_key IS NOT NULL AND OLD.status IN ('pending', 'delivering')
+                     AND NEW.status IN ('delivered', 'dead'))
+  EXECUTE FUNCTION webhooks.promote_next_in_key();
+
+-- Enabling an endpoint releases its parked deliveries, but of an ordered key only the head: the rest keep
+-- waiting for their turn.
+CREATE OR REPLACE FUNCTION webhooks.park_or_release_deliveries() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.enabled THEN
+    UPDATE webhooks.deliveries d SET next_attempt_at = now(), updated_at = now()
+    WHERE d.endpoint_id = NEW.id AND d.status = 'pending' AND d.next_attempt_at = 'infinity'
+      AND (d.ordering_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM webhooks.deliveries h
+        WHERE h.endpoint_id = d.endpoint_id AND h.ordering_key = d.ordering_key
+          AND h.status IN ('pending', 'delivering')
+          AND (h.order_lsn, h.outbox_id) < (d.order_lsn, d.outbox_id)));
+  ELSE
+    UPDATE webhooks.deliveries SET next_attempt_at = 'infinity', updated_at = now()
+    WHERE endpoint_id = NEW.id AND status = 'pending';
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+-- A keyed delivery always has its place in the order (a NULL would compare as unknown and hold nothing back).
+ALTER TABLE webhooks.deliveries DROP CONSTRAINT IF EXISTS deliveries_ordered_have_a_place;
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_ordered_have_a_place
+  CHECK (ordering_key IS NULL OR order_lsn IS NOT NULL) NOT VALID;

@@ -202,6 +202,15 @@ test('a key rejected for 12 s holds back only itself: other keys and an unordere
       await until(async () => (await scrape(relay.httpPort, 'outbox_relay_ordered_blocked_keys')) === 1, {
         what: 'the blocked-keys metric at 1',
       });
+      // Only heads are ever due: the stuck key's later events wait outside the claim's range, so no claim walks
+      // them (one due row per key at most).
+      const rows = await db.pool.one(sql.type(z.object({ due: z.number(), waiting: z.number() }))`
+        SELECT count(*) FILTER (WHERE next_attempt_at <= now())::int AS due,
+               count(*) FILTER (WHERE next_attempt_at = 'infinity')::int AS waiting
+        FROM webhooks.deliveries
+        WHERE endpoint_id = ${ordered.id} AND status = 'pending' AND ordering_key IS NOT NULL`);
+      expect(rows.due).toBeLessThanOrEqual(keys.length);
+      expect(rows.waiting).toBeGreaterThan(5);
       sawBlocked = true;
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
@@ -352,4 +361,37 @@ test('the console shows a blocked key: the overview tile and table, the status A
   expect(overview).toMatch(/Ordered keys blocked<\/span\s*><span class="value">1</);
   expect(overview).toContain(`href="/deliveries?webhook_id=msg_${head}"`);
   expect(await page(`/endpoints/${id}`)).toContain('ordered: events that share an ordering key go one at a time');
+});
+
+test('enabling a disabled ordered endpoint releases only each key’s head; the rest follow in order', async ({
+  db,
+  receiver,
+  startRelay,
+}) => {
+  const { id } = await addEndpoint(db, receiver.url, { ordered: true, enabled: false });
+  await startRelay();
+  await insertRounds(db, [
+    [
+      { key: 'a', n: 0 },
+      { key: 'b', n: 0 },
+    ],
+    [{ key: 'a', n: 1 }],
+    [{ key: 'a', n: 2 }],
+  ]);
+  const parked = () =>
+    db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
+      SELECT count(*)::int AS n FROM webhooks.deliveries
+      WHERE endpoint_id = ${id} AND status = 'pending' AND next_attempt_at = 'infinity'`);
+  await until(async () => (await parked()) === 4, { what: 'four deliveries parked' });
+  // Released inside the enabling transaction: look before the relay can claim anything.
+  const released = await db.pool.transaction(async (tx) => {
+    await tx.query(sql.unsafe`UPDATE webhooks.endpoints SET enabled = true WHERE id = ${id}`);
+    return tx.one(sql.type(z.object({ parked: z.number(), due: z.number() }))`
+      SELECT count(*) FILTER (WHERE next_attempt_at = 'infinity')::int AS parked,
+             count(*) FILTER (WHERE next_attempt_at <= now())::int AS due
+      FROM webhooks.deliveries WHERE endpoint_id = ${id} AND status = 'pending'`);
+  });
+  expect(released).toEqual({ parked: 2, due: 2 }); // a/0 and b/0 due; a/1 and a/2 wait their turn
+  await until(async () => (await resolvedCount(db, id)) === 4, { what: 'all four delivered' });
+  expectKeysInOrder(byKey(receiver.requests), new Set());
 });

@@ -174,6 +174,6 @@ async function ensureSlot(session: Session, slot: string, log: Logger): Promise<
   // An application that started with us may have committed outbox rows after the emptiness check and before
   // the slot's consistent point: the slot will never stream those. Fan out whatever has no deliveries yet
   // (rows the slot does stream meet ON CONFLICT).
-  if (await outboxHasRows()) await fanOutMissing(session, 100 * 365 * 86_400_000, log);
+  if (await outboxHasRows()) await fanOutMissing(session, slot, 100 * 365 * 86_400_000, log);
   return true;
 }

@@ -6,6 +6,7 @@ import type { EndpointCache } from '../endpoints/cache.ts';
 import type { Quotas } from '../scheduler/capacity.ts';
 import type { Ledger } from './ledger.ts';
 import { fanOutLive } from './live.ts';
+import { promoteKeyed } from './promote.ts';
 import { fanOutBatch, recordedDeliveries, type FannedOutRow } from './queries.ts';
 
 export type FanOutDeps = {
@@ -141,6 +142,7 @@ async function fanOutVisible(deps: FanOutDeps, events: OutboxEvent[]): Promise<n
         deps.log.warn({ events: events.length, visible, inserted }, 'fanned out rows this session cannot see');
       }
       deps.onFannedOut?.(events.length, inserted);
+      await promoteKeyed(deps.pool, events);
       return inserted;
     }
     await sleep(waitMs);

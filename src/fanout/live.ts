@@ -5,6 +5,7 @@ import { liveSecrets, type CachedEndpoint, type EndpointCache } from '../endpoin
 import type { Logger } from '../log.ts';
 import type { Quotas } from '../scheduler/capacity.ts';
 import type { Ledger } from './ledger.ts';
+import { promoteKeyed } from './promote.ts';
 import { insertPending } from './queries.ts';
 
 export type LiveFanOutDeps = {
@@ -150,9 +151,18 @@ async function insertVisible(
   for (let waitMs = 1; ; waitMs = Math.min(waitMs * 2, 100)) {
     const patient = performance.now() - started < VISIBILITY_WAIT_MS;
     const { missing } = await deps.pool.one(insertPending(ids, patient));
-    if (missing === 0) return;
-    if (!patient) {
-      deps.log.warn({ deliveries: rows.length, missing }, 'wrote pending deliveries for rows this session cannot see');
+    if (missing === 0 || !patient) {
+      if (missing > 0) {
+        deps.log.warn(
+          { deliveries: rows.length, missing },
+          'wrote pending deliveries for rows this session cannot see',
+        );
+      }
+      // Only ordered endpoints' keyed rows are written waiting: theirs are the heads to make due.
+      await promoteKeyed(
+        deps.pool,
+        rows.filter((r) => r.endpoint.ordered).map((r) => r.event),
+      );
       return;
     }
     await sleep(waitMs);
