@@ -64,13 +64,16 @@ export const isHead = sql.fragment`(d.ordering_key IS NULL OR NOT EXISTS (
 
 /**
  * A blocked key's head: an ordered key's first unresolved delivery that has failed at least once (waiting for
- * its retry, its endpoint's breaker, or the endpoint being enabled) while later events of the key wait behind it.
+ * its retry, its endpoint's breaker, or the endpoint being enabled; or retrying right now) while later events of
+ * the key wait behind it.
  */
 export const blockedHeads = sql.fragment`
   SELECT d.endpoint_id, d.outbox_id, d.ordering_key, d.created_at, d.attempts, d.next_attempt_at,
          d.last_status_code, d.last_error
   FROM webhooks.deliveries d
-  WHERE d.ordering_key IS NOT NULL AND d.status = 'pending' AND d.attempts > 0 AND ${isHead}
+  WHERE d.ordering_key IS NOT NULL AND ${isHead}
+    -- failed at least once: pending for its retry, or in flight again (attempts count at claim time)
+    AND ((d.status = 'pending' AND d.attempts > 0) OR (d.status = 'delivering' AND d.attempts > 1))
     AND EXISTS (SELECT 1 FROM webhooks.deliveries l
                 WHERE l.endpoint_id = d.endpoint_id AND l.ordering_key = d.ordering_key
                   AND l.status IN ('pending', 'delivering')

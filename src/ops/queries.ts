@@ -87,7 +87,8 @@ export const orderedEndpoints = (limit: number) => sql.type(Ordered)`
                                    'lastStatusCode', o.last_status_code, 'lastError', o.last_error)
           FROM heads o WHERE o.endpoint_id = ep.id ORDER BY o.created_at, o.outbox_id LIMIT 1) AS "oldestBlockedHead"
   FROM webhooks.endpoints ep LEFT JOIN heads h ON h.endpoint_id = ep.id
-  WHERE ep.ordered
+  -- An endpoint switched back to unordered is listed while keyed deliveries of its ordered days still block.
+  WHERE ep.ordered OR EXISTS (SELECT 1 FROM heads b WHERE b.endpoint_id = ep.id)
   GROUP BY ep.id
   ORDER BY count(h.outbox_id) DESC, ep.created_at, ep.id
   LIMIT ${literalInt(limit)}`;
