@@ -20,8 +20,8 @@ CREATE INDEX IF NOT EXISTS deliveries_ordered_unresolved
 -- outside the claim's index range), so a claim never walks the rows queued behind a failing head; when the head
 -- is delivered or dead, this promotes the key's next delivery (due now, or left parked on a disabled endpoint).
 -- An AFTER trigger: it runs at the end of the statement that resolved the head, seeing every row committed by
--- then; fan-out promotes the heads of the keys it wrote to after each insert (promoteHeads), which covers the
--- rows this trigger could not see yet.
+-- then. Rows of the key committed later by another session are covered by promoteHeads (src/db/ordering.ts),
+-- which fan-out runs after each insert and the outcome writer and sweep after each resolution they commit.
 CREATE OR REPLACE FUNCTION webhooks.promote_next_in_key() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

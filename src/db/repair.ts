@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { RelayError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { ago, firstAttemptAt, subscribes } from './fragments.ts';
-import { promoteHeads } from '../fanout/queries.ts';
+import { promoteHeads } from './ordering.ts';
 import { withMigrateLock, type Session } from './session.ts';
 import { createSlot, dropSlot, slotInfo } from './slots.ts';
 

@@ -1,6 +1,6 @@
 import type { DatabasePool } from 'slonik';
 import type { OutboxEvent } from '../domain.ts';
-import { promoteHeads } from './queries.ts';
+import { promoteHeads } from '../db/ordering.ts';
 
 /**
  * After keyed events were written: every keyed delivery of an ordered endpoint is written waiting, and the head

@@ -1,4 +1,4 @@
-import { sql, type FragmentSqlToken } from 'slonik';
+import { sql } from 'slonik';
 import { z } from 'zod';
 import { endpointColumns, firstAttemptAt, subscribes } from '../db/fragments.ts';
 import type { Quotas } from '../scheduler/capacity.ts';
@@ -159,36 +159,3 @@ export const insertClaimed = (
 export const recordedDeliveries = (outboxIds: readonly string[]) => sql.type(z.object({ key: z.string() }))`
   SELECT outbox_id::text || '/' || endpoint_id::text AS key FROM webhooks.deliveries
   WHERE outbox_id = ANY (${sql.array(outboxIds, 'int8')})`;
-
-/**
- * Makes due the head of every ordered key that deliveries of these events belong to, if it is still waiting
- * (written behind a key's other deliveries, every keyed delivery is written waiting: promote_next_in_key in
- * sql/007_ordering.sql promotes later ones as heads resolve). Run after each insert of keyed rows. Each key's
- * first unresolved row is locked (FOR UPDATE): a head being resolved at that moment is waited for and skipped
- * once resolved, so its successor is found; promoting twice changes nothing. `rowsOf`: the events' outbox
- * ids, or a condition on `d` (repair's id range). Returns how many it promoted.
- */
-export const promoteHeads = (rowsOf: readonly string[] | FragmentSqlToken) => sql.type(
-  z.object({ promoted: z.number() }),
-)`
-  WITH keys AS (
-    SELECT DISTINCT d.endpoint_id, d.ordering_key FROM webhooks.deliveries d
-    WHERE ${Array.isArray(rowsOf) ? sql.fragment`d.outbox_id = ANY (${sql.array(rowsOf, 'int8')})` : rowsOf}
-      AND d.ordering_key IS NOT NULL
-  ), heads AS (
-    SELECT head.id FROM keys k
-    CROSS JOIN LATERAL (
-      SELECT h.id FROM webhooks.deliveries h
-      WHERE h.endpoint_id = k.endpoint_id AND h.ordering_key = k.ordering_key AND h.status IN ('pending', 'delivering')
-      ORDER BY h.order_lsn, h.outbox_id
-      LIMIT 1
-      FOR UPDATE OF h
-    ) head
-  ), promoted AS (
-    UPDATE webhooks.deliveries d SET next_attempt_at = now(), updated_at = now()
-    FROM heads
-    WHERE d.id = heads.id AND d.status = 'pending' AND d.next_attempt_at = 'infinity'
-      AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled)
-    RETURNING 1
-  )
-  SELECT count(*)::int AS promoted FROM promoted`;

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
+import { promoteHeads } from '../db/ordering.ts';
 import { isTransient, sqlStateOf } from '../db/pg-errors.ts';
 import { writeOutcomes, type DisablePolicy } from './queries.ts';
 import { jobKey, type Outcome } from '../domain.ts';
@@ -54,6 +55,19 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
     }
   };
 
+  /**
+   * Ordered keys whose head this write resolved: their next delivery is made due once more, after the commit
+   * (db/ordering.ts says why). Best effort: a failure leaves the trigger's promotion, which covers all but a
+   * head resolved while its key's next rows were being written.
+   */
+  const promoteAfter = async (batch: readonly Outcome[]) => {
+    const resolved = batch.filter((o) => o.ordered === true && o.status !== 'pending').map((o) => o.outboxId);
+    if (resolved.length === 0) return;
+    await deps.pool.one(promoteHeads(resolved)).catch((err: unknown) => {
+      deps.log.warn({ err }, 'promoting the next deliveries of ordered keys failed');
+    });
+  };
+
   /** Writes until `signal` aborts and the buffer is empty, reporting each write to `onWritten`. */
   async function run(signal: AbortSignal, onWritten: (w: Written) => void): Promise<void> {
     let backoffMs = 100;
@@ -75,6 +89,7 @@ export function createOutcomeWriter(deps: OutcomeWriterDeps) {
         forget(batch);
         backoffMs = 100;
         if (singly > 0) singly--;
+        await promoteAfter(batch);
         for (const endpointId of disabled) deps.log.warn({ endpointId }, 'endpoint disabled');
         onWritten({ left: batch.map((o) => o.endpointId), written, outcomes: batch, dropped: [], disabled });
       } catch (err) {

@@ -9,7 +9,7 @@ import { dueAfter } from '../db/fragments.ts';
  * double-count each other.
  */
 export const reclaimExpired = (maxAttempts: number, limit: number) => sql.type(
-  z.object({ reclaimed: z.number(), deadReported: z.number().nullable() }),
+  z.object({ reclaimed: z.number(), deadReported: z.number().nullable(), deadOrdered: z.array(z.string()) }),
 )`
   WITH expired AS (
     SELECT id FROM webhooks.deliveries
@@ -25,7 +25,8 @@ export const reclaimExpired = (maxAttempts: number, limit: number) => sql.type(
         lease_owner = NULL, lease_until = NULL, updated_at = now(),
         next_attempt_at = ${dueAfter(sql.fragment`d.endpoint_id`, sql.fragment`interval '0'`)}
     FROM expired WHERE d.id = expired.id
-    RETURNING d.id, d.endpoint_id, d.outbox_id, d.attempts, d.status, d.last_status_code, d.last_error
+    RETURNING d.id, d.endpoint_id, d.outbox_id, d.attempts, d.status, d.last_status_code, d.last_error,
+              d.ordering_key
   ), reported AS (
     SELECT webhooks.report_dead_deliveries(jsonb_agg(jsonb_build_object(
              'delivery_id', r.id, 'endpoint_id', r.endpoint_id, 'outbox_id', r.outbox_id, 'attempts', r.attempts,
@@ -33,7 +34,11 @@ export const reclaimExpired = (maxAttempts: number, limit: number) => sql.type(
     FROM reclaimed r WHERE r.status = 'dead'
     HAVING count(*) > 0
   )
-  SELECT count(*)::int AS reclaimed, (SELECT events FROM reported) AS "deadReported" FROM reclaimed`;
+  SELECT count(*)::int AS reclaimed, (SELECT events FROM reported) AS "deadReported",
+         -- heads of ordered keys that went dead: their keys' next deliveries are promoted after the commit
+         coalesce(array_agg(outbox_id::text) FILTER (WHERE status = 'dead' AND ordering_key IS NOT NULL), '{}')
+           AS "deadOrdered"
+  FROM reclaimed`;
 
 /**
  * Writes the relay.delivery.dead events that coalescing held back once their minute is over (one statement per

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabasePool } from 'slonik';
 import type { Logger } from '../log.ts';
+import { promoteHeads } from '../db/ordering.ts';
 import { flushDeadNotices, reclaimExpired } from './queries.ts';
 
 export type SweepDeps = {
@@ -23,7 +24,9 @@ export async function runSweep(deps: SweepDeps, signal: AbortSignal): Promise<vo
     try {
       let reclaimed: number;
       do {
-        ({ reclaimed } = await deps.pool.one(reclaimExpired(deps.maxAttempts, SWEEP_BATCH)));
+        let deadOrdered: readonly string[];
+        ({ reclaimed, deadOrdered } = await deps.pool.one(reclaimExpired(deps.maxAttempts, SWEEP_BATCH)));
+        if (deadOrdered.length > 0) await deps.pool.one(promoteHeads(deadOrdered));
         if (reclaimed > 0) {
           deps.log.info({ reclaimed }, 'sweep reclaimed deliveries with expired leases');
           deps.onReclaimed(reclaimed);
