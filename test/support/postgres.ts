@@ -43,6 +43,14 @@ export async function cloneTemplate(options: { slot?: boolean } = {}): Promise<T
     pool,
     app,
     drop: async () => {
+      // Every session on the database goes first: a query left waiting (on a lock a failed test left held, or on
+      // a link it broke) would keep app.end() and pool.end() waiting for it forever.
+      await withAdmin(adminUrl, (c) =>
+        c.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+          [name],
+        ),
+      );
       await app.end().catch(() => {});
       await pool.end();
       await withAdmin(adminUrl, async (c) => {
