@@ -3,6 +3,7 @@ import type { Config } from '../config.ts';
 import type { StreamState } from '../domain.ts';
 import { isRelayError } from '../errors.ts';
 import { runWalSession, type WalSessionOptions } from './wal-stream.ts';
+import { untilAborted } from '../util/abort.ts';
 
 export type StreamDeps = Omit<WalSessionOptions, 'onStreaming'> & {
   /** Base wait before a standby tries to take the slot again (jittered ±50%). */
@@ -28,7 +29,7 @@ export async function runStream(deps: StreamDeps, signal: AbortSignal): Promise<
   while (!signal.aborted) {
     if (deps.stopReading?.() === true) {
       // Stopping: no new session (it would read rows again); the final status went out with the last one.
-      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      await untilAborted(signal);
       break;
     }
     let waitMs: number;

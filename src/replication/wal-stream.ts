@@ -13,6 +13,7 @@ import { createWake } from '../util/wake.ts';
 import type { EndpointChange } from '../endpoints/cache.ts';
 import { createAckTracker, type Batch, type StreamMessage } from './ack-tracker.ts';
 import { formatLsn, parseLsn, type Lsn } from './lsn.ts';
+import { untilAborted } from '../util/abort.ts';
 
 /**
  * The settings a session reads. statusIntervalMs: how often a standby status goes out even when nothing changed
@@ -103,6 +104,12 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
   // that takes longer than wal_sender_timeout would then end every session the same way.
   const startedAt = (await o.confirmedLsn().catch(() => undefined)) ?? 0n;
   const prepared = o.prepare === undefined ? undefined : await o.prepare();
+  // A stop during those awaits: end here, before streaming (nothing was received, nothing is owed).
+  if (stop.signal.aborted) {
+    signal.removeEventListener('abort', onOuterAbort);
+    if (failure !== undefined && !signal.aborted) throw classify(failure, o.slotName);
+    return;
+  }
   const publicationNames = [o.publicationName];
   if (prepared?.endpointsPublication !== undefined) publicationNames.push(prepared.endpointsPublication);
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames });
@@ -248,7 +255,7 @@ export async function runWalSession(o: WalSessionOptions, signal: AbortSignal): 
     (err: unknown) => end(err),
   );
   const loops = Promise.all([fanoutLoop(), statusLoop()]);
-  await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+  await untilAborted(stop.signal);
   await loops;
   // A final standby status with the durable position, so a clean stop replays nothing.
   if (failure === undefined) sendStatus(true);
