@@ -97,7 +97,7 @@ test('every metric the dashboard and the alert rules read exists in a real /metr
 
   const expressions = [...dashboardExpressions(), ...ruleExpressions()];
   expect(dashboardExpressions().length).toBeGreaterThan(20);
-  expect(ruleExpressions()).toHaveLength(7);
+  expect(ruleExpressions()).toHaveLength(8);
   const unknown: string[] = [];
   for (const expr of expressions) {
     const names = metricNames(expr);
@@ -126,6 +126,7 @@ describe('the chart carries both, off by default', () => {
       'OutboxRelayBacklogAge',
       'OutboxRelayDeadDeliveries',
       'OutboxRelayEndpointDisabled',
+      'OutboxRelayOrderedKeyBlocked',
     ]);
     expect(source).toContain('> {{ $r.backlogAge.seconds }}');
     expect(source).toContain('> {{ $r.replicationLag.seconds }}');
