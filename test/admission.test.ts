@@ -12,7 +12,7 @@ import { createLedger } from '../src/fanout/ledger.ts';
 import { fanOutLive } from '../src/fanout/live.ts';
 import { createLogger } from '../src/log.ts';
 import { test } from './fixtures.ts';
-import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
+import { addEndpoint, asEvents, insertEvents, type TestDb } from './support/postgres.ts';
 
 /** A scheduler of `places` places whose n-th job finishes after `finishMs(n)` ms (never when undefined). */
 function standIn(places: number, finishMs: (nth: number) => number | undefined) {
@@ -52,17 +52,7 @@ async function burst(
     db,
     Array.from({ length: n }, (_, i) => ({ type: 'burst', payload: `{"i": ${i}}` })),
   );
-  const events = ids.map((id) => ({
-    id,
-    eventType: 'burst',
-    endpointId: null,
-    tenant: null,
-    orderingKey: null,
-    traceparent: null,
-    payload: '{}',
-    createdAtMs: Date.now(),
-  }));
-  return { events, endpointId };
+  return { events: asEvents(ids, 'burst'), endpointId };
 }
 
 const pendingRows = (db: TestDb) =>

@@ -6,7 +6,7 @@ import { createLogger } from '../src/log.ts';
 import { createScheduler } from '../src/scheduler/scheduler.ts';
 import type { Attempt } from '../src/domain.ts';
 import { test } from './fixtures.ts';
-import { addEndpoint, insertEvents, type TestDb } from './support/postgres.ts';
+import { addEndpoint, asEvents, insertEvents, type TestDb } from './support/postgres.ts';
 import { envelopeOf, startReceiver } from './support/receiver.ts';
 import { until } from './support/until.ts';
 
@@ -75,11 +75,8 @@ test('a targeted row for a disabled endpoint waits as pending instead of being d
 });
 
 // Fan-out against the real scheduler and database, without a stream: `attempt` decides whether places free up.
-async function fanOutThroughScheduler(db: TestDb, events: number, roomWaitMs: number, attempt: () => Promise<Attempt>) {
-  const ids = await insertEvents(
-    db,
-    Array.from({ length: events }, (_, n) => ({ type: 'burst', payload: `{"n": ${n}}` })),
-  );
+/** The table's fan-out over a real scheduler of 10 places whose attempts are `attempt`. */
+function tableFanOut(db: TestDb, roomWaitMs: number, attempt: () => Promise<Attempt>) {
   const log = createLogger('silent');
   const scheduler = createScheduler({
     capacity: 10,
@@ -90,19 +87,15 @@ async function fanOutThroughScheduler(db: TestDb, events: number, roomWaitMs: nu
     finished: (job) => scheduler.written([job.endpointId]), // outcome "written" at once: its place frees
     handBack: async () => {},
   });
-  const fanOut = createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, roomWaitMs, log, scheduler });
-  await fanOut(
-    ids.map((id) => ({
-      id,
-      eventType: 'burst',
-      endpointId: null,
-      tenant: null,
-      orderingKey: null,
-      traceparent: null,
-      payload: '{}',
-      createdAtMs: Date.now(),
-    })),
+  return createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, roomWaitMs, log, scheduler });
+}
+
+async function fanOutThroughScheduler(db: TestDb, events: number, roomWaitMs: number, attempt: () => Promise<Attempt>) {
+  const ids = await insertEvents(
+    db,
+    Array.from({ length: events }, (_, n) => ({ type: 'burst', payload: `{"n": ${n}}` })),
   );
+  await tableFanOut(db, roomWaitMs, attempt)(asEvents(ids, 'burst'));
   return db.pool.any(sql.type(z.object({ status: z.string(), owner: z.string().nullable(), n: z.number() }))`
     SELECT status, lease_owner AS owner, count(*)::int AS n FROM webhooks.deliveries GROUP BY 1, 2 ORDER BY 1`);
 }
@@ -167,30 +160,12 @@ test('through the table, an ordered endpoint’s keyed deliveries go in pending 
     { type: 'e', payload: '{}' },
     { type: 'e', payload: '{}' },
   ]);
-  const log = createLogger('silent');
-  const scheduler = createScheduler({
-    capacity: 10,
-    concurrency: 2,
-    perEndpointConcurrency: 2,
-    log,
-    attempt: () => new Promise<Attempt>(() => {}), // held: only what the statement claimed matters here
-    finished: () => {},
-    handBack: async () => {},
-  });
-  const fanOut = createFanOut({ pool: db.pool, owner: 'fanout-test', leaseMs: 60_000, roomWaitMs: 0, log, scheduler });
-  await fanOut(
-    ids.map((id, i) => ({
-      id,
-      eventType: 'e',
-      endpointId: null,
-      tenant: null,
-      orderingKey: i === 0 ? 'inv-42' : null,
-      commitLsn: '0/16B3748',
-      traceparent: null,
-      payload: '{}',
-      createdAtMs: Date.now(),
-    })),
-  );
+  // Requests held forever: only what the statement claimed matters here.
+  await tableFanOut(
+    db,
+    0,
+    () => new Promise<Attempt>(() => {}),
+  )(asEvents(ids, 'e', (i) => ({ orderingKey: i === 0 ? 'inv-42' : null, commitLsn: '0/16B3748' })));
   const rows = await db.pool.any(sql.type(
     z.object({
       endpoint: z.string(),

@@ -7,6 +7,7 @@ import { migrate } from '../../src/db/migrate.ts';
 import { createDatabasePool } from '../../src/db/pool.ts';
 import { createLogger } from '../../src/log.ts';
 import { until } from './until.ts';
+import type { OutboxEvent } from '../../src/domain.ts';
 
 export type TestDb = {
   name: string;
@@ -123,3 +124,25 @@ export async function insertEvents(
 export const countWhere = (db: TestDb, status: string) =>
   db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
     SELECT count(*)::int AS n FROM webhooks.deliveries WHERE status = ${status}`);
+
+/**
+ * Outbox rows as the stream decodes them, for driving fan-out directly: type `eventType`, no target, tenant or
+ * trace; `extra(i)` sets more (an ordering key, a commit LSN). The payload is a placeholder: fan-out never reads it.
+ */
+export function asEvents(
+  ids: readonly string[],
+  eventType: string,
+  extra: (i: number) => Partial<OutboxEvent> = () => ({}),
+): OutboxEvent[] {
+  return ids.map((id, i) => ({
+    id,
+    eventType,
+    endpointId: null,
+    tenant: null,
+    orderingKey: null,
+    traceparent: null,
+    payload: '{}',
+    createdAtMs: Date.now(),
+    ...extra(i),
+  }));
+}
