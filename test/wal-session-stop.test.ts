@@ -26,35 +26,29 @@ function options(db: TestDb, extra: Partial<WalSessionOptions>): WalSessionOptio
   };
 }
 
-const within5s = (session: Promise<void>) =>
-  Promise.race([session.then(() => 'ended'), sleep(5_000).then(() => 'still running')]);
+// The stop comes inside each await the session makes before it streams.
+const during = {
+  'reads the slot position': (stop: AbortController): Partial<WalSessionOptions> => ({
+    confirmedLsn: async () => {
+      stop.abort();
+      await sleep(50);
+      return undefined;
+    },
+  }),
+  'prepares (loads endpoints)': (stop: AbortController): Partial<WalSessionOptions> => ({
+    prepare: async () => {
+      stop.abort();
+      await sleep(50);
+      return { liveAfter: undefined, endpointsPublication: undefined };
+    },
+  }),
+};
 
-test('a stop while the session reads the slot position ends the session', async ({ db }) => {
-  const stop = new AbortController();
-  const session = runWalSession(
-    options(db, {
-      confirmedLsn: async () => {
-        stop.abort();
-        await sleep(50);
-        return undefined;
-      },
-    }),
-    stop.signal,
-  );
-  expect(await within5s(session)).toBe('ended');
-});
-
-test('a stop while the session prepares (loads endpoints) ends the session', async ({ db }) => {
-  const stop = new AbortController();
-  const session = runWalSession(
-    options(db, {
-      prepare: async () => {
-        stop.abort();
-        await sleep(50);
-        return { liveAfter: undefined, endpointsPublication: undefined };
-      },
-    }),
-    stop.signal,
-  );
-  expect(await within5s(session)).toBe('ended');
-});
+for (const [step, hook] of Object.entries(during)) {
+  test(`a stop while the session ${step} ends the session`, async ({ db }) => {
+    const stop = new AbortController();
+    const session = runWalSession(options(db, hook(stop)), stop.signal);
+    const outcome = await Promise.race([session.then(() => 'ended'), sleep(5_000).then(() => 'still running')]);
+    expect(outcome).toBe('ended');
+  });
+}

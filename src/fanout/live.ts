@@ -53,7 +53,8 @@ export async function fanOutLive(deps: LiveFanOutDeps, events: readonly OutboxEv
       if (deps.skip?.(`${event.id}/${endpoint.id}`) === true) continue;
       if (!endpoint.enabled) parked.push({ event, endpoint });
       // A key's next event may go only once the one before it is delivered or dead, anywhere in the cluster:
-      // that is known of rows, so these are written pending, in commit order, for the claims to take in turn.
+      // that is known of rows, so these are written waiting, in commit order; each key's head is then made due
+      // (promoteKeyed) and the claims take them in turn.
       else if (endpoint.ordered && event.orderingKey !== null) ordered.push({ event, endpoint });
       else enabled.push({ event, endpoint });
     }

@@ -5,7 +5,7 @@ import type { Quotas } from '../scheduler/capacity.ts';
 
 /**
  * A delivery's `ordering_key, order_lsn` from the event row `alias` (with ordering_key and commit_lsn) and its
- * endpoint `ep`: the key only for an ordered endpoint; the commit LSN (NULL when unknown: outbox id order).
+ * endpoint `ep`: the key only for an ordered endpoint; the commit LSN ('0/0' when unknown: then outbox id order).
  */
 const orderingOf = (alias: 'w' | 'ev') => {
   const r = sql.identifier([alias]);
