@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect } from 'vitest';
 import { parse } from 'yaml';
+import { createMetrics } from '../src/metrics/metrics.ts';
 import { test } from './fixtures.ts';
 import { addEndpoint, insertEvents } from './support/postgres.ts';
 import { until } from './support/until.ts';
@@ -25,6 +26,15 @@ function dashboardExpressions(): string[] {
     .filter((q): q is string => q !== undefined && q.startsWith('label_values('))
     .map((q) => /^label_values\((.*),\s*\w+\)$/.exec(q)![1]!);
   return [...targets, ...variables];
+}
+
+/** The label each `label_values(selector, label)` variable lists, with its selector. */
+function variableLabels(): { selector: string; label: string }[] {
+  return dashboard.templating.list
+    .map((v) => (typeof v.query === 'string' ? v.query : v.query?.query))
+    .filter((q): q is string => q !== undefined && q.startsWith('label_values('))
+    .map((q) => /^label_values\((.*),\s*(\w+)\)$/.exec(q)!)
+    .map(([, selector, label]) => ({ selector: selector!, label: label! }));
 }
 
 /** The `expr:` of every alert in the PrometheusRule template (Helm actions removed: they are values, not names). */
@@ -56,6 +66,39 @@ export function metricNames(expr: string): string[] {
   return [...new Set(names.filter((n) => !PROMQL_WORDS.has(n.toLowerCase()) && !/^\d/.test(n)))];
 }
 
+/**
+ * Label names an expression relies on: the keys of its label matchers and the labels of its grouping clauses
+ * (`by`, `without`, `on`, `ignoring`).
+ */
+export function labelNames(expr: string): string[] {
+  const unquoted = expr.replace(/"(?:[^"\\]|\\.)*"/g, '""');
+  const matched = [...unquoted.matchAll(/\{([^}]*)\}/g)].flatMap(([, inside]) =>
+    [...inside!.matchAll(/([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)/g)].map((m) => m[1]!),
+  );
+  const grouped = [...unquoted.matchAll(/\b(?:by|without|on|ignoring)\s*\(([^)]*)\)/g)].flatMap(([, list]) =>
+    list!
+      .split(',')
+      .map((l) => l.trim())
+      .filter((l) => l !== ''),
+  );
+  return [...new Set([...matched, ...grouped])];
+}
+
+/** Labels Prometheus adds to every series it scrapes (the ServiceMonitor's target labels). */
+const TARGET_LABELS = new Set(['namespace', 'job', 'pod', 'instance', 'service', 'container', 'endpoint']);
+
+/** The labels the relay's own code gives each sample name (a histogram's buckets add `le`). */
+function relayLabels(): Map<string, Set<string>> {
+  const labels = new Map<string, Set<string>>();
+  for (const metric of createMetrics().registry.getMetricsAsArray()) {
+    const { name, labelNames: names = [] } = metric as unknown as { name: string; labelNames?: string[] };
+    labels.set(name, new Set(names));
+    for (const suffix of ['_sum', '_count']) labels.set(`${name}${suffix}`, new Set(names));
+    labels.set(`${name}_bucket`, new Set([...names, 'le']));
+  }
+  return labels;
+}
+
 /** Sample names a scrape can serve: each `# TYPE` family, with a histogram's or summary's suffixed series. */
 function exportedNames(exposition: string): Set<string> {
   const names = new Set<string>();
@@ -68,6 +111,17 @@ function exportedNames(exposition: string): Set<string> {
 }
 
 describe('PromQL name extraction', () => {
+  test('finds the labels of matchers and grouping clauses, not label values', () => {
+    expect(labelNames('count by (tenant) (max by (tenant, endpoint_id) (m{job=~"$job", tenant=~"a=b"}) == 1)')).toEqual(
+      ['job', 'tenant', 'endpoint_id'],
+    );
+    expect(labelNames('sum by (namespace, job) (increase(m{namespace="x", outcome="dead"}[1h])) > 0')).toEqual([
+      'namespace',
+      'outcome',
+      'job',
+    ]);
+  });
+
   test('finds metrics, not functions, labels, matchers, windows or variables', () => {
     expect(
       metricNames(
@@ -105,6 +159,43 @@ test('every metric the dashboard and the alert rules read exists in a real /metr
     for (const name of names) if (!exported.has(name)) unknown.push(`${name} (in ${expr})`);
   }
   expect(unknown).toEqual([]);
+});
+
+test('every label the dashboard and the rules group or filter by is one the relay gives that metric', () => {
+  const labels = relayLabels();
+  expect(labels.get('outbox_relay_deliveries_total')).toEqual(new Set(['outcome'])); // the registry's labels are read
+  const unknown: string[] = [];
+  for (const expr of [...dashboardExpressions(), ...ruleExpressions()]) {
+    const own = new Set(metricNames(expr).flatMap((name) => [...(labels.get(name) ?? [])]));
+    for (const label of labelNames(expr)) {
+      if (!TARGET_LABELS.has(label) && !own.has(label)) unknown.push(`${label} (in ${expr})`);
+    }
+  }
+  for (const { selector, label } of variableLabels()) {
+    const own = new Set(metricNames(selector).flatMap((name) => [...(labels.get(name) ?? [])]));
+    if (!TARGET_LABELS.has(label) && !own.has(label)) unknown.push(`${label} (variable over ${selector})`);
+  }
+  expect(unknown).toEqual([]);
+});
+
+test('the dashboard covers flow, latency, backlog, the slot, breakers, disabled endpoints and tenants', () => {
+  const read = (name: string) => dashboardExpressions().filter((expr) => metricNames(expr).includes(name));
+  const covered = {
+    'deliveries by outcome': read('outbox_relay_deliveries_total').some((e) => labelNames(e).includes('outcome')),
+    'latency quantiles from the histogram': read('outbox_relay_delivery_latency_seconds_bucket').some((e) =>
+      e.startsWith('histogram_quantile('),
+    ),
+    backlog: read('outbox_relay_deliveries_pending').length > 0,
+    'oldest pending': read('outbox_relay_oldest_pending_seconds').length > 0,
+    'slot lag':
+      read('outbox_relay_replication_lag_seconds').length + read('outbox_relay_replication_lag_bytes').length > 1,
+    'retained WAL': read('outbox_relay_slot_retained_wal_bytes').length > 0,
+    'slot holder': read('outbox_relay_slot_holder').length > 0,
+    breakers: read('outbox_relay_breakers_open').length > 0,
+    'disabled endpoints': read('outbox_relay_disabled_endpoints').length > 0,
+    'per tenant': read('outbox_relay_breaker_open').some((e) => /\bby \(tenant\)/.test(e)),
+  };
+  expect(Object.entries(covered).filter(([, yes]) => !yes)).toEqual([]);
 });
 
 describe('the chart carries both, off by default', () => {

@@ -11,6 +11,7 @@ test('/metrics counts real deliveries, latency, backlog and slot state; /healthz
 }) => {
   await addEndpoint(db, receiver.url);
   const parked = await addEndpoint(db, receiver.url.replace('/hooks', '/parked'), { enabled: false });
+  await addEndpoint(db, receiver.url.replace('/hooks', '/off'), { enabled: false, eventTypes: ['never.sent'] });
   const relay = await startRelay({ STATS_INTERVAL: '200ms' });
   const port = relay.httpPort;
   expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
@@ -33,6 +34,7 @@ test('/metrics counts real deliveries, latency, backlog and slot state; /healthz
   expect(await scrape(port, 'outbox_relay_delivery_latency_seconds_count')).toBe(25);
   expect(await scrape(port, 'outbox_relay_slot_holder')).toBe(1);
   await until(async () => (await scrape(port, 'outbox_relay_deliveries_pending')) === 26, { what: 'pending gauge' });
+  expect(await scrape(port, 'outbox_relay_disabled_endpoints')).toBe(2); // read with the backlog, by the same pass
   expect(await scrape(port, 'outbox_relay_slot_retained_wal_bytes')).toBeGreaterThan(0);
   expect(await scrape(port, 'outbox_relay_replication_lag_bytes')).toBeGreaterThanOrEqual(0);
   expect(await scrape(port, 'outbox_relay_process_resident_memory_bytes')).toBeGreaterThan(0);

@@ -37,8 +37,18 @@ async function emit(db: TestDb, traceparent: string | null, eventType = 'invoice
   return rows[0]!.id;
 }
 
+/** The same event written by a plain INSERT, as an application without emit() does. */
+async function insert(db: TestDb, traceparent: string, eventType: string): Promise<string> {
+  const { rows } = await db.app.query<{ id: string }>(
+    `INSERT INTO webhooks.outbox (event_type, payload, traceparent) VALUES ($1, '{}', $2) RETURNING id::text`,
+    [eventType, traceparent],
+  );
+  return rows[0]!.id;
+}
+
 const tracingEnv = (collector: OtlpCollector) => ({
   OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+  OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', // the default, set: the collector checks every export is JSON
   OTEL_BSP_SCHEDULE_DELAY: '50',
   OTEL_SERVICE_NAME: 'relay-under-test',
 });
@@ -135,6 +145,84 @@ test('an event without a traceparent gets no trace: no header, no span', async (
   expect(collector.spans.some((s) => s.attributes['outbox_relay.event_type'] === 'untraced')).toBe(false);
 });
 
+describe('the OTEL_* knobs act on what is exported', () => {
+  const UNSAMPLED = `00-${TRACE_ID}-${APP_SPAN_ID}-00`;
+  // Each case: the sampler variables, the application's flags, the spans exported (fan-out + attempt, or none),
+  // and the flags the receiver then sees (a span the relay does not record is sent on as not sampled).
+  test.for([
+    ['the default (parentbased_always_on) follows an unsampled parent', {}, UNSAMPLED, 0, '00'],
+    ['always_on records under an unsampled parent', { OTEL_TRACES_SAMPLER: 'always_on' }, UNSAMPLED, 2, '01'],
+    [
+      'traceidratio with OTEL_TRACES_SAMPLER_ARG=0 drops a sampled parent',
+      { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' },
+      TRACEPARENT,
+      0,
+      '00',
+    ],
+    [
+      'traceidratio with OTEL_TRACES_SAMPLER_ARG=1 keeps it',
+      { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1' },
+      TRACEPARENT,
+      2,
+      '01',
+    ],
+  ] as const)('%s', async ([, env, traceparent, spans, flags], { db, receiver, collector, startRelay }) => {
+    await addEndpoint(db, receiver.url);
+    const relay = await startRelay({ ...tracingEnv(collector), ...env });
+    await emit(db, traceparent);
+    await until(() => receiver.requests.length === 1, { what: 'the delivery' });
+    await relay.stop(); // exports whatever was recorded: what is missing now was never recorded
+    expect(spansOf(collector, TRACE_ID)).toHaveLength(spans);
+    const [, traceId, spanId, sent] = HEADER.exec(String(receiver.requests[0]!.headers.traceparent))!;
+    expect([traceId, sent]).toEqual([TRACE_ID, flags]);
+    expect(spanId).not.toBe(APP_SPAN_ID);
+  });
+
+  test('a full batch (OTEL_BSP_MAX_EXPORT_BATCH_SIZE) is exported at once, not after OTEL_BSP_SCHEDULE_DELAY', async ({
+    db,
+    receiver,
+    collector,
+    startRelay,
+  }) => {
+    await addEndpoint(db, receiver.url);
+    // An hour's delay: nothing leaves on the timer while the test runs, only a batch of 4 spans (2 per event).
+    await startRelay({
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+      OTEL_BSP_SCHEDULE_DELAY: '3600000',
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4',
+    });
+    const first = await emit(db, TRACEPARENT, 'first');
+    await until(() => receiver.requests.length === 1, { what: 'the first delivery' });
+    const second = await insert(db, TRACEPARENT, 'second'); // by plain INSERT: its trace continues as well
+    await until(() => receiver.requests.length === 2, { what: 'the second delivery' });
+    const received = performance.now();
+    await until(() => collector.spans.length >= 4, { what: 'the full batch', timeoutMs: 10_000 });
+    expect(performance.now() - received).toBeLessThan(3_000);
+    expect(collector.bodies).toHaveLength(1); // both events' spans in one export: the first waited for the batch
+    expect(new Set(collector.spans.map((s) => s.attributes['outbox_relay.outbox_id']))).toEqual(
+      new Set([first, second]),
+    );
+    expect(collector.spans.every((s) => s.traceId === TRACE_ID && s.parentSpanId === APP_SPAN_ID)).toBe(true);
+    const header = HEADER.exec(String(receiver.requests[1]!.headers.traceparent));
+    expect(header?.[1]).toBe(TRACE_ID);
+  });
+
+  test('a short OTEL_BSP_SCHEDULE_DELAY exports a lone span long before the 5 s default would', async ({
+    db,
+    receiver,
+    collector,
+    startRelay,
+  }) => {
+    await addEndpoint(db, receiver.url);
+    await startRelay({ OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '20' });
+    await emit(db, TRACEPARENT);
+    await until(() => receiver.requests.length === 1, { what: 'the delivery' });
+    const received = performance.now();
+    await until(() => attemptSpans(collector).length === 1, { what: 'the attempt span', timeoutMs: 10_000 });
+    expect(performance.now() - received).toBeLessThan(3_000);
+  });
+});
+
 test('a collector that never answers costs deliveries nothing and delays the stop by at most 2 s', async ({
   db,
   receiver,
@@ -194,7 +282,9 @@ describe('with no OTEL endpoint', () => {
       await emit(db, TRACEPARENT);
       await emit(db, null, 'untraced');
       await until(() => receiver.requests.length === 2, { what: 'both deliveries' });
-      const [traced, untraced] = receiver.requests;
+      // Two deliveries may arrive in either order: tell them apart by their event type.
+      const traced = receiver.requests.find((r) => r.body.includes('"invoice.paid"'));
+      const untraced = receiver.requests.find((r) => r.body.includes('"untraced"'));
       const [, traceId, spanId, flags] = HEADER.exec(String(traced!.headers.traceparent))!;
       expect([traceId, flags]).toEqual([TRACE_ID, '01']);
       expect(spanId).not.toBe(APP_SPAN_ID);

@@ -11,11 +11,13 @@ const Stats = z.object({
   lagBytes: z.number().nullable(),
   retainedBytes: z.number().nullable(),
   blockedKeys: z.number(),
+  disabledEndpoints: z.number(),
 });
 
 /**
  * One cheap statement per interval (not per scrape, so a scraper cannot load the database): the backlog,
- * the age of the oldest due delivery, and the slot's lag and retained WAL as the server sees them.
+ * the age of the oldest due delivery, the slot's lag and retained WAL as the server sees them, blocked ordered keys
+ * and disabled endpoints.
  */
 const readStats = (slotName: string) => sql.type(Stats)`
   SELECT
@@ -33,7 +35,9 @@ const readStats = (slotName: string) => sql.type(Stats)`
     (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)
      FROM pg_replication_slots WHERE slot_name = ${slotName})::float8 AS "retainedBytes",
     -- Ordered keys held back by a failing head (the partial index of unresolved ordered rows answers it).
-    (SELECT count(*) FROM (${blockedHeads}) h)::int AS "blockedKeys"`;
+    (SELECT count(*) FROM (${blockedHeads}) h)::int AS "blockedKeys",
+    -- Endpoints switched off now, by the relay (410, sustained failures) or by an operator: their deliveries park.
+    (SELECT count(*) FROM webhooks.endpoints WHERE NOT enabled)::int AS "disabledEndpoints"`;
 
 export async function runDbStats(
   deps: { pool: DatabasePool; slotName: string; statsIntervalMs: number; metrics: Metrics; log: Logger },
@@ -47,6 +51,7 @@ export async function runDbStats(
       if (s.lagBytes !== null) deps.metrics.slotLagBytes.set(s.lagBytes);
       if (s.retainedBytes !== null) deps.metrics.slotRetainedBytes.set(s.retainedBytes);
       deps.metrics.orderedBlockedKeys.set(s.blockedKeys);
+      deps.metrics.disabledEndpoints.set(s.disabledEndpoints);
     } catch (err) {
       deps.log.warn({ err }, 'reading database stats for metrics failed');
     }

@@ -199,6 +199,11 @@ function createInstruments(collectCluster: () => void) {
       help: 'Ordering keys of ordered endpoints whose head failed and holds later events back (all replicas)',
       registers,
     }),
+    disabledEndpoints: new Gauge({
+      name: 'outbox_relay_disabled_endpoints',
+      help: 'Endpoints disabled now (all replicas): by the relay (410 Gone, AUTO_DISABLE_AFTER, …_FAILURES) or by an operator',
+      registers,
+    }),
     slotRetainedBytes: new Gauge({
       name: 'outbox_relay_slot_retained_wal_bytes',
       help: 'WAL the slot keeps on the server (compare with max_slot_wal_keep_size)',

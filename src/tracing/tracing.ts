@@ -41,7 +41,7 @@ export type Tracing = {
   readonly exporting: boolean;
   /** The trace of one attempt of `job`; undefined when its event carries no trace context. */
   attempt: (job: Job) => AttemptTrace | undefined;
-  /** Wraps the stream's fan-out step: one span per traced event around the statement that fans it out. */
+  /** Wraps the stream's fan-out step: one span per traced event around the step (scheduling, and any statement). */
   fanOut: <A extends unknown[], R>(
     step: (events: OutboxEvent[], ...rest: A) => Promise<R>,
   ) => (events: OutboxEvent[], ...rest: A) => Promise<R>;
