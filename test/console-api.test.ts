@@ -1,3 +1,4 @@
+import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { sql } from 'slonik';
 import { Webhook } from 'standardwebhooks';
@@ -109,6 +110,10 @@ test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas d
   const { status, body: doc } = await c.api<OpenApi>('GET', '/api/v1/openapi.json');
   expect(status).toBe(200);
   expect(doc.openapi).toBe('3.1.0');
+  // A valid OpenAPI document, checked against the specification's own schema (3.1), not by hand.
+  const verdict = await new Validator().validate(structuredClone(doc));
+  expect(verdict.errors, 'OpenAPI validation errors').toBeUndefined();
+  expect(verdict.valid).toBe(true);
   expect(doc.info).toMatchObject({ title: expect.any(String) as unknown, version: expect.any(String) as unknown });
   const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`));
   expect(documented.sort()).toEqual(ROUTES.map(([m, p]) => `${m} ${p}`).sort());
