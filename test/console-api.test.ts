@@ -135,9 +135,20 @@ test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas d
   conforms(doc, 'get', '/api/v1/deliveries', 200, list.body);
   const deliveryId = (list.body as { deliveries: { id: string }[] }).deliveries[0]!.id;
   conforms(doc, 'get', '/api/v1/deliveries/{id}', 200, (await c.api('GET', `/api/v1/deliveries/${deliveryId}`)).body);
-  conforms(doc, 'get', '/api/v1/status', 200, (await c.api('GET', '/api/v1/status')).body);
+  const statusBody = (await c.api('GET', '/api/v1/status')).body;
+  conforms(doc, 'get', '/api/v1/status', 200, statusBody);
   conforms(doc, 'get', '/api/v1/endpoints', 200, (await c.api('GET', '/api/v1/endpoints')).body);
-  conforms(doc, 'get', '/api/v1/endpoints/{id}', 200, (await c.api('GET', `/api/v1/endpoints/${endpoint.id}`)).body);
+  const one = (await c.api('GET', `/api/v1/endpoints/${endpoint.id}`)).body;
+  conforms(doc, 'get', '/api/v1/endpoints/{id}', 200, one);
+  // Nothing `status --json` prints is dropped on the way out: the live relay, each endpoint's shared breaker
+  // and limits.
+  const health = {
+    id: endpoint.id,
+    breaker: { state: 'closed', openUntil: null, probeOwner: null },
+    limits: { maxInFlight: null, ratePerSecond: null },
+  };
+  expect(statusBody).toMatchObject({ relays: [{ workerId: expect.any(String) as unknown }], endpoints: [health] });
+  expect(one).toMatchObject({ endpoint: health });
   conforms(
     doc,
     'post',
