@@ -312,6 +312,43 @@ test('replay redelivers: the dry-run count is what is then moved, and the fixed 
   ).toMatchObject({ matched: 0 });
 });
 
+test('the overview counts every endpoint, not only the page it lists; an endpoint page shows its shared breaker', async ({
+  db,
+  receiver,
+  startConsole,
+}) => {
+  // 21 disabled endpoints come first on the overview's list of 20, pushing the one with an open breaker off it.
+  for (let i = 0; i < 21; i++) await addEndpoint(db, `${receiver.url}/off/${i}`, { enabled: false });
+  const hot = await addEndpoint(db, `${receiver.url}/hot`);
+  await db.pool.query(sql.unsafe`
+    UPDATE webhooks.endpoints SET failing_since = now() - interval '2 minutes', consecutive_failures = 9
+    WHERE id = ${hot.id}`);
+  await db.pool.query(sql.unsafe`
+    INSERT INTO webhooks.endpoint_breakers (endpoint_id, state, open_until, opened_at)
+    VALUES (${hot.id}, 'open', now() + interval '5 minutes', now())`);
+  const c = await startConsole();
+  const page = async (path: string) => {
+    const res = await fetch(`${c.url}${path}`, { headers: { authorization: `Bearer ${READ_TOKEN}` } });
+    expect(res.status, path).toBe(200);
+    return res.text();
+  };
+  const tile = (overview: string, label: string) =>
+    new RegExp(`${label}</span\\s*><span class="value">(\\d+)<`).exec(overview)?.[1];
+
+  const overview = await page('/');
+  expect(overview).not.toContain(`/endpoints/${hot.id}`); // not on the list of 20 ...
+  expect(tile(overview, 'Breakers open')).toBe('1'); // ... but counted
+  expect(tile(overview, 'Endpoints disabled')).toBe('21');
+  expect(overview).toMatch(/of 22 · 1 failing/);
+
+  const status = await c.api('GET', '/api/v1/status');
+  expect(status.body).toMatchObject({ endpointTotals: { total: 22, disabled: 21, failing: 1, breakersOpen: 1 } });
+
+  const detail = await page(`/endpoints/${hot.id}`);
+  expect(detail).toMatch(/<dt>Breaker<\/dt>\s*<dd>open until \d{4}-/);
+  expect(detail).toMatch(/<dt>Tenant<\/dt>/);
+});
+
 test('`outbox-relay console` refuses to start without a token, serves with one, and exits 0 on SIGTERM', async ({
   db,
   spawnRelay,

@@ -228,7 +228,15 @@ export const StatusJson = z.strictObject({
   duePending: z.number(),
   oldestDuePendingAgeSeconds: z.number().nullable(),
   parked: z.number(),
-  endpointTotals: z.strictObject({ total: z.number(), disabled: z.number(), shown: z.number() }),
+  endpointTotals: z
+    .strictObject({
+      total: z.number(),
+      disabled: z.number(),
+      failing: z.number().describe('Enabled, with failed attempts since its last success'),
+      breakersOpen: z.number().describe('Shared breaker open or half-open'),
+      shown: z.number().describe('Endpoints listed in `endpoints`'),
+    })
+    .describe('Counts over every endpoint, not only those listed'),
   endpoints: z.array(EndpointHealthJson),
   ordered: z
     .array(
