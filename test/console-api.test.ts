@@ -6,7 +6,7 @@ import { expect } from 'vitest';
 import { z } from 'zod';
 import { test } from './fixtures.ts';
 import { FULL_TOKEN, READ_TOKEN } from './support/console.ts';
-import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
+import { addEndpoint, countWhere, insertEvents, newSecret, type TestDb } from './support/postgres.ts';
 import { relayEnv } from './support/relay.ts';
 import { until } from './support/until.ts';
 
@@ -47,13 +47,33 @@ async function deadDeliveries(
   receiverUrl: string,
   count: number,
   startRelay: (env: Record<string, string>) => Promise<unknown>,
+  tenant?: string,
 ) {
-  const endpoint = await addEndpoint(db, receiverUrl, { eventTypes: ['invoice.paid'] });
+  const endpoint =
+    tenant === undefined
+      ? await addEndpoint(db, receiverUrl, { eventTypes: ['invoice.paid'] })
+      : {
+          id: await db.pool.oneFirst(sql.type(z.object({ id: z.string() }))`
+            INSERT INTO webhooks.endpoints (url, secret, tenant, event_types)
+            VALUES (${receiverUrl}, ${newSecret()}, ${tenant}, ${sql.array(['invoice.paid'], 'text')}) RETURNING id`),
+        };
   await startRelay({ RETRY_SCHEDULE: '100ms' });
-  const outboxIds = await insertEvents(
-    db,
-    Array.from({ length: count }, (_, i) => ({ type: 'invoice.paid', payload: `{"n":${i}}` })),
-  );
+  const outboxIds: string[] = [];
+  if (tenant === undefined) {
+    outboxIds.push(
+      ...(await insertEvents(
+        db,
+        Array.from({ length: count }, (_, i) => ({ type: 'invoice.paid', payload: `{"n":${i}}` })),
+      )),
+    );
+  }
+  for (let i = 0; tenant !== undefined && i < count; i++) {
+    const { rows } = await db.app.query<{ id: string }>(
+      `INSERT INTO webhooks.outbox (event_type, payload, tenant) VALUES ('invoice.paid', $1::jsonb, $2) RETURNING id`,
+      [`{"n":${i}}`, tenant],
+    );
+    outboxIds.push(rows[0]!.id);
+  }
   await until(async () => (await countWhere(db, 'dead')) === count, { what: `${count} deliveries dead` });
   return { endpoint, outboxIds };
 }
@@ -310,6 +330,58 @@ test('replay redelivers: the dry-run count is what is then moved, and the fixed 
   expect(
     (await c.api('POST', '/api/v1/replay', { body: { ids: [ids.body.deliveries[0]!.id], dryRun: true } })).body,
   ).toMatchObject({ matched: 0 });
+});
+
+test('the deliveries screen keeps every filter in the URL: the form, the next page and the bulk replay carry them', async ({
+  db,
+  receiver,
+  startConsole,
+  startRelay,
+}) => {
+  receiver.reply(() => ({ status: 500 }));
+  const { endpoint, outboxIds } = await deadDeliveries(db, receiver.url, 3, startRelay, 'acme');
+  const c = await startConsole();
+  const page = async (path: string) => {
+    const res = await fetch(`${c.url}${path}`, { headers: { authorization: `Bearer ${FULL_TOKEN}` } });
+    expect(res.status, path).toBe(200);
+    return (await res.text()).replaceAll('&amp;', '&');
+  };
+  const value = (body: string, name: string) => new RegExp(`name="${name}" [^>]*value="([^"]*)"`).exec(body)?.[1];
+  const link = (body: string, label: RegExp) => {
+    const href = [...body.matchAll(/<a [^>]*href="([^"]+)"[^>]*>([^<]*)</g)].find(([, , text]) => label.test(text!));
+    return href === undefined ? undefined : new URL(href[1]!, c.url);
+  };
+  const params = (u: URL | undefined) => Object.fromEntries(u?.searchParams ?? []);
+
+  const filters = {
+    status: 'dead',
+    endpoint: endpoint.id,
+    tenant: 'acme',
+    event_type: 'invoice.paid',
+    since: '1h',
+    until: '2099-01-01T00:00Z',
+  };
+  const first = await page(`/deliveries?${new URLSearchParams({ ...filters, limit: '2' }).toString()}`);
+  expect(first).toContain('<option selected>dead</option>');
+  for (const name of ['endpoint', 'tenant', 'event_type', 'since', 'until'] as const) {
+    expect(value(first, name), name).toBe(filters[name]);
+  }
+  expect(first.match(/<tr>\s*<td><a href="\/deliveries\/\d+">/g)).toHaveLength(2);
+  const older = link(first, /Older deliveries/);
+  expect(params(older)).toEqual({ ...filters, limit: '2', cursor: expect.stringMatching(/^\d+$/) as unknown });
+  const second = await page(`${older!.pathname}${older!.search}`);
+  expect(second.match(/<tr>\s*<td><a href="\/deliveries\/\d+">/g)).toHaveLength(1);
+  // The bulk replay takes the same filters (it replays dead deliveries only, so status is not among them).
+  const replay = link(first, /Replay the dead deliveries matching/);
+  const { status: _status, ...replayFilters } = filters;
+  expect(params(replay)).toEqual(replayFilters);
+  expect(await page(`${replay!.pathname}${replay!.search}`)).toMatch(/<strong>3<\/strong> dead deliveries\s+match/);
+
+  // A tenant that matches nothing shows nothing; a webhook-id in the URL stays in the search box.
+  expect(await page('/deliveries?tenant=other')).toContain('No deliveries match.');
+  const one = await page(`/deliveries?webhook_id=msg_${outboxIds[0]}`);
+  expect(value(one, 'q')).toBe(`msg_${outboxIds[0]}`);
+  expect(one.match(/<tr>\s*<td><a href="\/deliveries\/\d+">/g)).toHaveLength(1);
 });
 
 test('the overview counts every endpoint, not only the page it lists; an endpoint page shows its shared breaker', async ({

@@ -320,7 +320,8 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
     const keep = { ...filters, limit } as Record<string, string | undefined>;
     const body = html` <form method="get" action="/deliveries" class="filters" role="search">
         <div>
-          <label for="f-q">Webhook id</label> <input id="f-q" name="q" placeholder="msg_42" value="${search ?? ''}" />
+          <label for="f-q">Webhook id</label>
+          <input id="f-q" name="q" placeholder="msg_42" value="${search ?? q.webhook_id ?? ''}" />
         </div>
         <div>
           <label for="f-status">Status</label>
