@@ -119,6 +119,92 @@ test('every request needs a token: none or a wrong one is 401, a read-only token
   expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
 });
 
+test('the sign-in form: same-origin only, failed attempts limited per address, then an HttpOnly SameSite=Strict session', async ({
+  db,
+  receiver,
+  startConsole,
+}) => {
+  const { id } = await addEndpoint(db, receiver.url);
+  const c = await startConsole();
+  const post = (path: string, form: Record<string, string>, headers: Record<string, string> = {}) =>
+    fetch(`${c.url}${path}`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html', ...headers },
+      body: new URLSearchParams(form).toString(),
+    });
+  const sameOrigin = { origin: c.url };
+
+  expect((await post('/login', { token: FULL_TOKEN })).status).toBe(403); // no Origin: not from our page
+  expect((await post('/login', { token: FULL_TOKEN }, { origin: 'https://evil.example' })).status).toBe(403);
+  for (const wrong of ['wrong-0123456789abcdef-1', 'wrong-0123456789abcdef-2', 'wrong-0123456789abcdef-3']) {
+    const refused = await post('/login', { token: wrong }, sameOrigin);
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('set-cookie')).toBeNull();
+  }
+  const limited = await post('/login', { token: FULL_TOKEN }, sameOrigin); // the right token, too late
+  expect(limited.status).toBe(429);
+  expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+  expect(limited.headers.get('set-cookie')).toBeNull();
+
+  const fresh = await startConsole(); // its own limiter
+  const signIn = async (token: string) => {
+    const res = await fetch(`${fresh.url}/login`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: fresh.url },
+      body: new URLSearchParams({ token, next: `/endpoints/${id}` }).toString(),
+    });
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe(`/endpoints/${id}`);
+    return res.headers.get('set-cookie')!;
+  };
+  const setCookie = await signIn(READ_TOKEN);
+  expect(setCookie).toMatch(
+    /^outbox_relay_session=[A-Za-z0-9_-]{43}; Max-Age=43200; Path=\/; HttpOnly; SameSite=Strict$/,
+  );
+  const cookie = setCookie.split(';')[0]!;
+  const asRead = (path: string, headers: Record<string, string> = { origin: fresh.url }) =>
+    fetch(`${fresh.url}${path}`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie, accept: 'text/html', 'content-type': 'application/x-www-form-urlencoded', ...headers },
+      body: 'reason=x',
+    });
+  expect((await fetch(`${fresh.url}/`, { headers: { cookie } })).status).toBe(200);
+  // Every action of the console refuses a read-only session.
+  for (const path of [
+    `/endpoints/${id}/disable`,
+    `/endpoints/${id}/enable`,
+    `/endpoints/${id}/rotate-secret`,
+    `/endpoints/${id}/replay-dead`,
+    '/deliveries/1/replay',
+    '/replay',
+  ]) {
+    const res = await asRead(path);
+    expect(res.status, path).toBe(403);
+    expect(await res.text(), path).toContain('read-only');
+  }
+  // A full session's POST without Origin or Sec-Fetch-Site is refused as cross-site (CSRF), before anything runs.
+  const full = (await signIn(FULL_TOKEN)).split(';')[0]!;
+  const forged = await fetch(`${fresh.url}/endpoints/${id}/disable`, {
+    method: 'POST',
+    headers: { cookie: full, 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'reason=forged',
+  });
+  expect(forged.status).toBe(403);
+  const enabled = await db.pool.oneFirst(sql.type(z.object({ enabled: z.boolean() }))`
+    SELECT enabled FROM webhooks.endpoints WHERE id = ${id}`);
+  expect(enabled).toBe(true);
+
+  const out = await asRead('/logout');
+  expect(out.status).toBe(303);
+  expect(out.headers.get('set-cookie')).toMatch(/^outbox_relay_session=; Max-Age=0/);
+  const after = await fetch(`${fresh.url}/`, { headers: { cookie }, redirect: 'manual' });
+  expect(after.status).toBe(303);
+  expect(after.headers.get('location')).toBe('/login?next=%2F');
+});
+
 test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas describe what the routes return', async ({
   db,
   receiver,
