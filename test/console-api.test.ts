@@ -1,3 +1,4 @@
+import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { sql } from 'slonik';
 import { Webhook } from 'standardwebhooks';
@@ -5,7 +6,7 @@ import { expect } from 'vitest';
 import { z } from 'zod';
 import { test } from './fixtures.ts';
 import { FULL_TOKEN, READ_TOKEN } from './support/console.ts';
-import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
+import { addEndpoint, countWhere, insertEvents, newSecret, type TestDb } from './support/postgres.ts';
 import { relayEnv } from './support/relay.ts';
 import { until } from './support/until.ts';
 
@@ -46,13 +47,33 @@ async function deadDeliveries(
   receiverUrl: string,
   count: number,
   startRelay: (env: Record<string, string>) => Promise<unknown>,
+  tenant?: string,
 ) {
-  const endpoint = await addEndpoint(db, receiverUrl, { eventTypes: ['invoice.paid'] });
+  const endpoint =
+    tenant === undefined
+      ? await addEndpoint(db, receiverUrl, { eventTypes: ['invoice.paid'] })
+      : {
+          id: await db.pool.oneFirst(sql.type(z.object({ id: z.string() }))`
+            INSERT INTO webhooks.endpoints (url, secret, tenant, event_types)
+            VALUES (${receiverUrl}, ${newSecret()}, ${tenant}, ${sql.array(['invoice.paid'], 'text')}) RETURNING id`),
+        };
   await startRelay({ RETRY_SCHEDULE: '100ms' });
-  const outboxIds = await insertEvents(
-    db,
-    Array.from({ length: count }, (_, i) => ({ type: 'invoice.paid', payload: `{"n":${i}}` })),
-  );
+  const outboxIds: string[] = [];
+  if (tenant === undefined) {
+    outboxIds.push(
+      ...(await insertEvents(
+        db,
+        Array.from({ length: count }, (_, i) => ({ type: 'invoice.paid', payload: `{"n":${i}}` })),
+      )),
+    );
+  }
+  for (let i = 0; tenant !== undefined && i < count; i++) {
+    const { rows } = await db.app.query<{ id: string }>(
+      `INSERT INTO webhooks.outbox (event_type, payload, tenant) VALUES ('invoice.paid', $1::jsonb, $2) RETURNING id`,
+      [`{"n":${i}}`, tenant],
+    );
+    outboxIds.push(rows[0]!.id);
+  }
   await until(async () => (await countWhere(db, 'dead')) === count, { what: `${count} deliveries dead` });
   return { endpoint, outboxIds };
 }
@@ -98,6 +119,92 @@ test('every request needs a token: none or a wrong one is 401, a read-only token
   expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
 });
 
+test('the sign-in form: same-origin only, failed attempts limited per address, then an HttpOnly SameSite=Strict session', async ({
+  db,
+  receiver,
+  startConsole,
+}) => {
+  const { id } = await addEndpoint(db, receiver.url);
+  const c = await startConsole();
+  const post = (path: string, form: Record<string, string>, headers: Record<string, string> = {}) =>
+    fetch(`${c.url}${path}`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html', ...headers },
+      body: new URLSearchParams(form).toString(),
+    });
+  const sameOrigin = { origin: c.url };
+
+  expect((await post('/login', { token: FULL_TOKEN })).status).toBe(403); // no Origin: not from our page
+  expect((await post('/login', { token: FULL_TOKEN }, { origin: 'https://evil.example' })).status).toBe(403);
+  for (const wrong of ['wrong-0123456789abcdef-1', 'wrong-0123456789abcdef-2', 'wrong-0123456789abcdef-3']) {
+    const refused = await post('/login', { token: wrong }, sameOrigin);
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('set-cookie')).toBeNull();
+  }
+  const limited = await post('/login', { token: FULL_TOKEN }, sameOrigin); // the right token, too late
+  expect(limited.status).toBe(429);
+  expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+  expect(limited.headers.get('set-cookie')).toBeNull();
+
+  const fresh = await startConsole(); // its own limiter
+  const signIn = async (token: string) => {
+    const res = await fetch(`${fresh.url}/login`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: fresh.url },
+      body: new URLSearchParams({ token, next: `/endpoints/${id}` }).toString(),
+    });
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe(`/endpoints/${id}`);
+    return res.headers.get('set-cookie')!;
+  };
+  const setCookie = await signIn(READ_TOKEN);
+  expect(setCookie).toMatch(
+    /^outbox_relay_session=[A-Za-z0-9_-]{43}; Max-Age=43200; Path=\/; HttpOnly; SameSite=Strict$/,
+  );
+  const cookie = setCookie.split(';')[0]!;
+  const asRead = (path: string, headers: Record<string, string> = { origin: fresh.url }) =>
+    fetch(`${fresh.url}${path}`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie, accept: 'text/html', 'content-type': 'application/x-www-form-urlencoded', ...headers },
+      body: 'reason=x',
+    });
+  expect((await fetch(`${fresh.url}/`, { headers: { cookie } })).status).toBe(200);
+  // Every action of the console refuses a read-only session.
+  for (const path of [
+    `/endpoints/${id}/disable`,
+    `/endpoints/${id}/enable`,
+    `/endpoints/${id}/rotate-secret`,
+    `/endpoints/${id}/replay-dead`,
+    '/deliveries/1/replay',
+    '/replay',
+  ]) {
+    const res = await asRead(path);
+    expect(res.status, path).toBe(403);
+    expect(await res.text(), path).toContain('read-only');
+  }
+  // A full session's POST without Origin or Sec-Fetch-Site is refused as cross-site (CSRF), before anything runs.
+  const full = (await signIn(FULL_TOKEN)).split(';')[0]!;
+  const forged = await fetch(`${fresh.url}/endpoints/${id}/disable`, {
+    method: 'POST',
+    headers: { cookie: full, 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'reason=forged',
+  });
+  expect(forged.status).toBe(403);
+  const enabled = await db.pool.oneFirst(sql.type(z.object({ enabled: z.boolean() }))`
+    SELECT enabled FROM webhooks.endpoints WHERE id = ${id}`);
+  expect(enabled).toBe(true);
+
+  const out = await asRead('/logout');
+  expect(out.status).toBe(303);
+  expect(out.headers.get('set-cookie')).toMatch(/^outbox_relay_session=; Max-Age=0/);
+  const after = await fetch(`${fresh.url}/`, { headers: { cookie }, redirect: 'manual' });
+  expect(after.status).toBe(303);
+  expect(after.headers.get('location')).toBe('/login?next=%2F');
+});
+
 test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas describe what the routes return', async ({
   db,
   receiver,
@@ -109,6 +216,10 @@ test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas d
   const { status, body: doc } = await c.api<OpenApi>('GET', '/api/v1/openapi.json');
   expect(status).toBe(200);
   expect(doc.openapi).toBe('3.1.0');
+  // A valid OpenAPI document, checked against the specification's own schema (3.1), not by hand.
+  const verdict = await new Validator().validate(structuredClone(doc));
+  expect(verdict.errors, 'OpenAPI validation errors').toBeUndefined();
+  expect(verdict.valid).toBe(true);
   expect(doc.info).toMatchObject({ title: expect.any(String) as unknown, version: expect.any(String) as unknown });
   const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`));
   expect(documented.sort()).toEqual(ROUTES.map(([m, p]) => `${m} ${p}`).sort());
@@ -130,9 +241,20 @@ test('the OpenAPI document is OpenAPI 3.1, covers every route, and its schemas d
   conforms(doc, 'get', '/api/v1/deliveries', 200, list.body);
   const deliveryId = (list.body as { deliveries: { id: string }[] }).deliveries[0]!.id;
   conforms(doc, 'get', '/api/v1/deliveries/{id}', 200, (await c.api('GET', `/api/v1/deliveries/${deliveryId}`)).body);
-  conforms(doc, 'get', '/api/v1/status', 200, (await c.api('GET', '/api/v1/status')).body);
+  const statusBody = (await c.api('GET', '/api/v1/status')).body;
+  conforms(doc, 'get', '/api/v1/status', 200, statusBody);
   conforms(doc, 'get', '/api/v1/endpoints', 200, (await c.api('GET', '/api/v1/endpoints')).body);
-  conforms(doc, 'get', '/api/v1/endpoints/{id}', 200, (await c.api('GET', `/api/v1/endpoints/${endpoint.id}`)).body);
+  const one = (await c.api('GET', `/api/v1/endpoints/${endpoint.id}`)).body;
+  conforms(doc, 'get', '/api/v1/endpoints/{id}', 200, one);
+  // Nothing `status --json` prints is dropped on the way out: the live relay, each endpoint's shared breaker
+  // and limits.
+  const health = {
+    id: endpoint.id,
+    breaker: { state: 'closed', openUntil: null, probeOwner: null },
+    limits: { maxInFlight: null, ratePerSecond: null },
+  };
+  expect(statusBody).toMatchObject({ relays: [{ workerId: expect.any(String) as unknown }], endpoints: [health] });
+  expect(one).toMatchObject({ endpoint: health });
   conforms(
     doc,
     'post',
@@ -294,6 +416,95 @@ test('replay redelivers: the dry-run count is what is then moved, and the fixed 
   expect(
     (await c.api('POST', '/api/v1/replay', { body: { ids: [ids.body.deliveries[0]!.id], dryRun: true } })).body,
   ).toMatchObject({ matched: 0 });
+});
+
+test('the deliveries screen keeps every filter in the URL: the form, the next page and the bulk replay carry them', async ({
+  db,
+  receiver,
+  startConsole,
+  startRelay,
+}) => {
+  receiver.reply(() => ({ status: 500 }));
+  const { endpoint, outboxIds } = await deadDeliveries(db, receiver.url, 3, startRelay, 'acme');
+  const c = await startConsole();
+  const page = async (path: string) => {
+    const res = await fetch(`${c.url}${path}`, { headers: { authorization: `Bearer ${FULL_TOKEN}` } });
+    expect(res.status, path).toBe(200);
+    return (await res.text()).replaceAll('&amp;', '&');
+  };
+  const value = (body: string, name: string) => new RegExp(`name="${name}" [^>]*value="([^"]*)"`).exec(body)?.[1];
+  const link = (body: string, label: RegExp) => {
+    const href = [...body.matchAll(/<a [^>]*href="([^"]+)"[^>]*>([^<]*)</g)].find(([, , text]) => label.test(text!));
+    return href === undefined ? undefined : new URL(href[1]!, c.url);
+  };
+  const params = (u: URL | undefined) => Object.fromEntries(u?.searchParams ?? []);
+
+  const filters = {
+    status: 'dead',
+    endpoint: endpoint.id,
+    tenant: 'acme',
+    event_type: 'invoice.paid',
+    since: '1h',
+    until: '2099-01-01T00:00Z',
+  };
+  const first = await page(`/deliveries?${new URLSearchParams({ ...filters, limit: '2' }).toString()}`);
+  expect(first).toContain('<option selected>dead</option>');
+  for (const name of ['endpoint', 'tenant', 'event_type', 'since', 'until'] as const) {
+    expect(value(first, name), name).toBe(filters[name]);
+  }
+  expect(first.match(/<tr>\s*<td><a href="\/deliveries\/\d+">/g)).toHaveLength(2);
+  const older = link(first, /Older deliveries/);
+  expect(params(older)).toEqual({ ...filters, limit: '2', cursor: expect.stringMatching(/^\d+$/) as unknown });
+  const second = await page(`${older!.pathname}${older!.search}`);
+  expect(second.match(/<tr>\s*<td><a href="\/deliveries\/\d+">/g)).toHaveLength(1);
+  // The bulk replay takes the same filters (it replays dead deliveries only, so status is not among them).
+  const replay = link(first, /Replay the dead deliveries matching/);
+  const { status: _status, ...replayFilters } = filters;
+  expect(params(replay)).toEqual(replayFilters);
+  expect(await page(`${replay!.pathname}${replay!.search}`)).toMatch(/<strong>3<\/strong> dead deliveries\s+match/);
+
+  // A tenant that matches nothing shows nothing; a webhook-id in the URL stays in the search box.
+  expect(await page('/deliveries?tenant=other')).toContain('No deliveries match.');
+  const one = await page(`/deliveries?webhook_id=msg_${outboxIds[0]}`);
+  expect(value(one, 'q')).toBe(`msg_${outboxIds[0]}`);
+  expect(one.match(/<tr>\s*<td><a href="\/deliveries\/\d+">/g)).toHaveLength(1);
+});
+
+test('the overview counts every endpoint, not only the page it lists; an endpoint page shows its shared breaker', async ({
+  db,
+  receiver,
+  startConsole,
+}) => {
+  // 21 disabled endpoints come first on the overview's list of 20, pushing the one with an open breaker off it.
+  for (let i = 0; i < 21; i++) await addEndpoint(db, `${receiver.url}/off/${i}`, { enabled: false });
+  const hot = await addEndpoint(db, `${receiver.url}/hot`);
+  await db.pool.query(sql.unsafe`
+    UPDATE webhooks.endpoints SET failing_since = now() - interval '2 minutes', consecutive_failures = 9
+    WHERE id = ${hot.id}`);
+  await db.pool.query(sql.unsafe`
+    INSERT INTO webhooks.endpoint_breakers (endpoint_id, state, open_until, opened_at)
+    VALUES (${hot.id}, 'open', now() + interval '5 minutes', now())`);
+  const c = await startConsole();
+  const page = async (path: string) => {
+    const res = await fetch(`${c.url}${path}`, { headers: { authorization: `Bearer ${READ_TOKEN}` } });
+    expect(res.status, path).toBe(200);
+    return res.text();
+  };
+  const tile = (overview: string, label: string) =>
+    new RegExp(`${label}</span\\s*><span class="value">(\\d+)<`).exec(overview)?.[1];
+
+  const overview = await page('/');
+  expect(overview).not.toContain(`/endpoints/${hot.id}`); // not on the list of 20 ...
+  expect(tile(overview, 'Breakers open')).toBe('1'); // ... but counted
+  expect(tile(overview, 'Endpoints disabled')).toBe('21');
+  expect(overview).toMatch(/of 22 · 1 failing/);
+
+  const status = await c.api('GET', '/api/v1/status');
+  expect(status.body).toMatchObject({ endpointTotals: { total: 22, disabled: 21, failing: 1, breakersOpen: 1 } });
+
+  const detail = await page(`/endpoints/${hot.id}`);
+  expect(detail).toMatch(/<dt>Breaker<\/dt>\s*<dd>open until \d{4}-/);
+  expect(detail).toMatch(/<dt>Tenant<\/dt>/);
 });
 
 test('`outbox-relay console` refuses to start without a token, serves with one, and exits 0 on SIGTERM', async ({

@@ -135,7 +135,9 @@ test('sign in, find a delivery by msg_ id, read its attempts (hostile body shown
   // The attempt timeline: two failed attempts with their status and the receiver's body, as text.
   const attempts = page.locator('.timeline .attempt');
   await expect.poll(() => attempts.count()).toBe(2);
-  expect(await attempts.first().textContent()).toContain('HTTP 500');
+  const first = (await attempts.first().textContent())!.replace(/\s+/g, ' ');
+  expect(first).toMatch(/Attempt 1 · \d{4}-\d\d-\d\dT[\d:.]+Z · HTTP 500 · \d+ ms/); // when, status, duration
+  expect(first).toContain('HTTP 500'); // the error line
   expect(await page.locator('pre.snippet').first().textContent()).toBe(HOSTILE);
   expect(await page.locator('main script, main img, main style').count()).toBe(0);
   expect(await page.locator('body').isVisible()).toBe(true);
@@ -192,6 +194,41 @@ test('bulk replay by filter: the dry-run count is shown first, then exactly that
   data.fix();
   const before = receiver.requests.length;
   await page.getByRole('button', { name: 'Replay 3 deliveries' }).click();
+  await expect.poll(() => page.getByRole('status').innerText()).toContain('3 dead deliveries moved back to pending');
+  await until(() => data.invoices.every((o) => arrived(receiver, `msg_${o}`, before)), { what: 'all 3 redelivered' });
+  expect(incidents).toEqual([]);
+});
+
+test('the endpoint page: health, breaker, tenant; disable with a reason, enable, replay its dead deliveries and see them arrive', async ({
+  db,
+  receiver,
+  startRelay,
+  startConsole,
+  openPage,
+}) => {
+  const data = await seed(db, receiver, startRelay);
+  const c = await startConsole();
+  const { page, incidents } = await openPage();
+  await signIn(page, c, FULL_TOKEN, '/endpoints');
+  await page.getByRole('link', { name: `${receiver.url}/billing` }).click();
+  await page.waitForURL((u) => u.pathname === `/endpoints/${data.failing.id}`);
+  const facts = async () => (await page.locator('dl.facts').innerText()).replace(/\s+/g, ' ');
+  expect(await facts()).toMatch(/Tenant - State failing Breaker (closed|open until|half-open)/);
+  expect(await facts()).toMatch(/success 0\.0%/);
+  expect(await facts()).toContain('0 pending, 0 delivering, 3 dead');
+
+  await page.getByLabel('Reason').fill('receiver migrating');
+  await page.getByRole('button', { name: 'Disable' }).click();
+  await expect.poll(() => page.getByRole('status').innerText()).toContain('Endpoint disabled: receiver migrating');
+  await page.getByRole('link', { name: 'Back to the endpoint' }).click();
+  expect(await facts()).toMatch(/State disabled receiver migrating/);
+  await page.getByRole('button', { name: 'Enable' }).click();
+  await expect.poll(() => page.getByRole('status').innerText()).toContain('Endpoint enabled');
+  await page.getByRole('link', { name: 'Back to the endpoint' }).click();
+
+  data.fix();
+  const before = receiver.requests.length;
+  await page.getByRole('button', { name: 'Replay 3 dead deliveries' }).click();
   await expect.poll(() => page.getByRole('status').innerText()).toContain('3 dead deliveries moved back to pending');
   await until(() => data.invoices.every((o) => arrived(receiver, `msg_${o}`, before)), { what: 'all 3 redelivered' });
   expect(incidents).toEqual([]);

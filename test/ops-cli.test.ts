@@ -289,7 +289,7 @@ test('status --json reports slot, counts, oldest due and parked deliveries, endp
     deliveries: { pending: 3, delivering: 0, delivered: 1, dead: 1 },
     duePending: 1,
     parked: 1,
-    endpointTotals: { total: 2, disabled: 1, shown: 2 },
+    endpointTotals: { total: 2, disabled: 1, failing: 0, breakersOpen: 0, shown: 2 },
   });
   expect(s.oldestDuePendingAgeSeconds).toBeGreaterThanOrEqual(45);
   expect(s.oldestDuePendingAgeSeconds).toBeLessThan(600);
@@ -309,6 +309,7 @@ test('status --json reports slot, counts, oldest due and parked deliveries, endp
   const text = await cli(db, ['status']);
   expect(text.code).toBe(0);
   expect(text.stdout).toContain(db.slotName);
+  expect(text.stdout).toContain('endpoints   2 (1 disabled, 0 failing, 0 breakers open)');
 
   await withAdmin(inject('pgAdminUrl'), (c) => c.query('SELECT pg_drop_replication_slot($1)', [db.slotName]));
   const missing = await cli(db, ['status', '--json']);

@@ -32,7 +32,8 @@ export async function main(args: string[]): Promise<number> {
         `deliveries  ${STATUSES.map((s) => `${s} ${deliveries[s]}`).join('   ')}`,
         `backlog     ${due};  parked ${pending.parked} (pending on disabled endpoints, sent on "endpoints enable")`,
         '',
-        `endpoints   ${totals.total} (${totals.disabled} disabled)` +
+        `endpoints   ${totals.total} (${totals.disabled} disabled, ${totals.failing} failing, ` +
+          `${totals.breakersOpen} breaker${totals.breakersOpen === 1 ? '' : 's'} open)` +
           (endpoints.length < totals.total ? `, showing ${endpoints.length}; see --limit` : ''),
         ...(endpoints.length === 0 ? [] : healthTable(endpoints)),
         ...orderedLines(report.ordered),

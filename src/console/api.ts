@@ -62,7 +62,7 @@ export function registerApi(parent: FastifyInstance, ops: Operations): void {
         summary: "Every endpoint (or one tenant's), secrets masked",
         tags: ['endpoints'],
         querystring: EndpointQuery,
-        response: { 200: z.object({ endpoints: z.array(EndpointJson), truncated: z.boolean() }), ...errors },
+        response: { 200: z.strictObject({ endpoints: z.array(EndpointJson), truncated: z.boolean() }), ...errors },
       },
     },
     async (req) => {
@@ -81,7 +81,7 @@ export function registerApi(parent: FastifyInstance, ops: Operations): void {
         summary: 'One endpoint with its last hour and backlog, secrets masked',
         tags: ['endpoints'],
         params: z.object({ id: EndpointId }),
-        response: { 200: z.object({ endpoint: EndpointHealthJson }), ...writeErrors },
+        response: { 200: z.strictObject({ endpoint: EndpointHealthJson }), ...writeErrors },
       },
     },
     async (req) => {
@@ -99,7 +99,7 @@ export function registerApi(parent: FastifyInstance, ops: Operations): void {
         tags: ['endpoints'],
         params: z.object({ id: EndpointId }),
         body: DisableBody,
-        response: { 200: z.object({ endpoint: EndpointJson }), ...writeErrors },
+        response: { 200: z.strictObject({ endpoint: EndpointJson }), ...writeErrors },
       },
     },
     async (req) => {
@@ -117,7 +117,7 @@ export function registerApi(parent: FastifyInstance, ops: Operations): void {
         tags: ['endpoints'],
         params: z.object({ id: EndpointId }),
         response: {
-          200: z.object({ endpoint: EndpointJson, pending: z.number().describe('Parked deliveries now due') }),
+          200: z.strictObject({ endpoint: EndpointJson, pending: z.number().describe('Parked deliveries now due') }),
           ...writeErrors,
         },
       },
@@ -138,7 +138,7 @@ export function registerApi(parent: FastifyInstance, ops: Operations): void {
         params: z.object({ id: EndpointId }),
         body: RotateBody,
         response: {
-          200: z.object({
+          200: z.strictObject({
             endpoint: EndpointJson,
             secret: z.string().describe('The new secret in full: shown this once, never again'),
             droppedLivePrevious: z.boolean().describe('An older rotation still in progress lost its old secret'),
@@ -170,7 +170,7 @@ export function registerApi(parent: FastifyInstance, ops: Operations): void {
         tags: ['deliveries'],
         querystring: DeliveryQuery,
         response: {
-          200: z.object({
+          200: z.strictObject({
             deliveries: z.array(DeliveryJson),
             truncated: z.boolean(),
             nextCursor: z.string().nullable(),
@@ -196,7 +196,7 @@ export function registerApi(parent: FastifyInstance, ops: Operations): void {
         summary: 'One delivery with its failed attempts, oldest first',
         tags: ['deliveries'],
         params: z.object({ id: DeliveryId }),
-        response: { 200: z.object({ delivery: DeliveryJson, attempts: z.array(AttemptJson) }), ...writeErrors },
+        response: { 200: z.strictObject({ delivery: DeliveryJson, attempts: z.array(AttemptJson) }), ...writeErrors },
       },
     },
     async (req) => {

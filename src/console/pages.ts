@@ -2,7 +2,17 @@
 // database goes through `html` (escaped) and `printable` (control and bidi characters shown as escapes).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../log.ts';
-import { endpointState, iso, percent, printable, successRate, when, bytes, duration } from '../ops/format.ts';
+import {
+  bytes,
+  duration,
+  endpointState,
+  iso,
+  limitsText,
+  percent,
+  printable,
+  successRate,
+  when,
+} from '../ops/format.ts';
 import { LIMITS, type Operations } from '../ops/operations.ts';
 import {
   STATUSES,
@@ -149,8 +159,8 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
 
   app.get('/', async (req, reply) => {
     const r = await ops.status(20);
-    const failing = r.endpoints.filter((e) => e.enabled && e.failingSince !== null).length;
-    const breakersOpen = r.endpoints.filter((e) => e.breakerState !== 'closed').length;
+    // Counted over every endpoint: the list below shows only the first 20.
+    const { failing, breakersOpen } = r.endpointTotals;
     const blockedKeys = r.ordered.reduce((sum, o) => sum + o.blockedKeys, 0);
     const slot = r.slot;
     const body = html` ${r.problems.map((p) => html`<p class="alert" role="alert">${p}</p>`)}
@@ -310,7 +320,8 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
     const keep = { ...filters, limit } as Record<string, string | undefined>;
     const body = html` <form method="get" action="/deliveries" class="filters" role="search">
         <div>
-          <label for="f-q">Webhook id</label> <input id="f-q" name="q" placeholder="msg_42" value="${search ?? ''}" />
+          <label for="f-q">Webhook id</label>
+          <input id="f-q" name="q" placeholder="msg_42" value="${search ?? q.webhook_id ?? ''}" />
         </div>
         <div>
           <label for="f-status">Status</label>
@@ -465,6 +476,12 @@ function stateBadge(e: EndpointHealthRow | DeliveryRow | { status: string }): Ht
   return html`<span class="badge badge-${state}">${state}</span>`;
 }
 
+/** The endpoint's shared circuit breaker: closed, open until when, or half-open with the relay probing. */
+const breakerCell = (e: EndpointHealthRow): Html =>
+  html`${e.breakerState}${e.breakerOpenUntil === null ? '' : html` until ${iso(e.breakerOpenUntil)}`}${
+    e.breakerProbeOwner === null ? '' : html` (probe: ${text(e.breakerProbeOwner)})`
+  }`;
+
 function endpointTable(rows: readonly EndpointHealthRow[]): Html {
   if (rows.length === 0) return html`<p>No endpoints.</p>`;
   return html`<table>
@@ -488,7 +505,7 @@ function endpointTable(rows: readonly EndpointHealthRow[]): Html {
             <td><a href="/endpoints/${e.id}">${text(e.url)}</a></td>
             <td>${text(e.tenant)}</td>
             <td>${stateBadge(e)}</td>
-            <td>${e.breakerState}${e.breakerOpenUntil === null ? '' : html` until ${iso(e.breakerOpenUntil)}`}</td>
+            <td>${breakerCell(e)}</td>
             <td>
               ${percent(successRate(e.deliveredLastHour, e.failedAttemptsLastHour))}
               <span class="sub">(${e.deliveredLastHour} ok, ${e.failedAttemptsLastHour} failed)</span>
@@ -546,6 +563,10 @@ function endpointDetail(e: EndpointHealthRow, role: Role | null): Html {
       <dd>${text(e.tenant)}</dd>
       <dt>State</dt>
       <dd>${stateBadge(e)}${e.enabled ? '' : html` ${text(e.disabledReason)} (${when(e.disabledAt)})`}</dd>
+      <dt>Breaker</dt>
+      <dd>${breakerCell(e)}</dd>
+      <dt>Limits</dt>
+      <dd>${limitsText(e)} <span class="sub">(for the whole cluster; each live relay takes a share)</span></dd>
       <dt>Event types</dt>
       <dd>${text(e.eventTypes?.join(', ') ?? null, 'all')}</dd>
       <dt>Ordering</dt>

@@ -129,14 +129,16 @@ export const RotateBody = z
   .optional();
 
 // ---- responses ---------------------------------------------------------------------------------------------
+// Strict: a field the operations return but the document does not describe fails the request (a 500 in every
+// test that reads it) instead of being dropped silently on the way out.
 
 const Iso = z.string().describe('ISO-8601 timestamp');
 
 export const ErrorResponse = z
-  .object({ error: z.object({ code: z.string(), message: z.string() }) })
+  .strictObject({ error: z.strictObject({ code: z.string(), message: z.string() }) })
   .describe('Every error: a stable code and a message saying what to fix');
 
-export const EndpointJson = z.object({
+export const EndpointJson = z.strictObject({
   id: z.string(),
   tenant: z.string().nullable(),
   url: z.string(),
@@ -162,9 +164,22 @@ export const EndpointHealthJson = EndpointJson.extend({
   pending: z.number(),
   delivering: z.number(),
   dead: z.number(),
+  limits: z
+    .strictObject({
+      maxInFlight: z.number().nullable().describe('Null: ENDPOINT_CONCURRENCY'),
+      ratePerSecond: z.number().nullable().describe('Null: no rate limit'),
+    })
+    .describe("The endpoint's own limits, for the whole cluster: every live relay takes a share"),
+  breaker: z
+    .strictObject({
+      state: z.enum(['closed', 'open', 'half-open']),
+      openUntil: Iso.nullable().describe('While open: when one relay may send a probe'),
+      probeOwner: z.string().nullable().describe('While half-open: the relay sending the probe'),
+    })
+    .describe('The circuit breaker every relay shares for this endpoint'),
 });
 
-export const DeliveryJson = z.object({
+export const DeliveryJson = z.strictObject({
   id: z.string(),
   outboxId: z.string(),
   webhookId: z.string(),
@@ -181,7 +196,7 @@ export const DeliveryJson = z.object({
   deliveredAt: Iso.nullable(),
 });
 
-export const AttemptJson = z.object({
+export const AttemptJson = z.strictObject({
   attempt: z.number(),
   statusCode: z.number().nullable(),
   error: z.string(),
@@ -191,30 +206,41 @@ export const AttemptJson = z.object({
   createdAt: Iso,
 });
 
-export const StatusJson = z.object({
+export const StatusJson = z.strictObject({
   ok: z.boolean(),
   problems: z.array(z.string()),
   warnings: z.array(z.string()),
-  slot: z.object({
+  slot: z.strictObject({
     name: z.string(),
     exists: z.boolean(),
     active: z.boolean().nullable(),
     activePid: z.number().nullable(),
-    holder: z.object({ applicationName: z.string().nullable(), clientAddr: z.string().nullable() }).nullable(),
+    holder: z.strictObject({ applicationName: z.string().nullable(), clientAddr: z.string().nullable() }).nullable(),
     walStatus: z.string().nullable(),
     lagBytes: z.number().nullable(),
     retainedWalBytes: z.number().nullable(),
     maxSlotWalKeepSize: z.string(),
   }),
   deliveries: z.record(z.string(), z.number()),
+  relays: z
+    .array(z.strictObject({ owner: z.string(), workerId: z.string(), joinedAt: Iso, seenAt: Iso }))
+    .describe('Live relays, oldest first (at most 20); each takes a share of every endpoint limit'),
   duePending: z.number(),
   oldestDuePendingAgeSeconds: z.number().nullable(),
   parked: z.number(),
-  endpointTotals: z.object({ total: z.number(), disabled: z.number(), shown: z.number() }),
+  endpointTotals: z
+    .strictObject({
+      total: z.number(),
+      disabled: z.number(),
+      failing: z.number().describe('Enabled, with failed attempts since its last success'),
+      breakersOpen: z.number().describe('Shared breaker open or half-open'),
+      shown: z.number().describe('Endpoints listed in `endpoints`'),
+    })
+    .describe('Counts over every endpoint, not only those listed'),
   endpoints: z.array(EndpointHealthJson),
   ordered: z
     .array(
-      z.object({
+      z.strictObject({
         endpointId: z.string(),
         tenant: z.string().nullable(),
         url: z.string(),
@@ -236,7 +262,7 @@ export const StatusJson = z.object({
     .describe('Ordered endpoints, most blocked keys first'),
 });
 
-export const ReplayResultJson = z.object({
+export const ReplayResultJson = z.strictObject({
   dryRun: z.boolean(),
   matched: z.number().describe('Dry run: what a replay would move now; otherwise what was moved'),
   moved: z.number(),

@@ -28,6 +28,7 @@ import {
   type DeliveryRow,
   type EndpointHealthRow,
   type EndpointRow,
+  type EndpointTotals,
   type OrderedRow,
   type RelayRow,
   type SlotRow,
@@ -92,7 +93,7 @@ export type StatusReport = {
   slot: SlotRow;
   deliveries: Record<Status, number>;
   backlog: { due: number; oldestDueAgeSeconds: number | null; parked: number };
-  endpointTotals: { total: number; disabled: number };
+  endpointTotals: EndpointTotals;
   endpoints: EndpointHealthRow[];
   /** Live relays (at most RELAYS_SHOWN + 1: one more says there are more); each takes a share of every limit. */
   relays: RelayRow[];
