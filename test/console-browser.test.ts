@@ -144,10 +144,24 @@ test('sign in, find a delivery by msg_ id, read its attempts (hostile body shown
   await screenshot(page, 'console-delivery.png');
 
   data.fix();
+  const detailUrl = page.url(); // the replay's answer is a page of its own
   const before = receiver.requests.length;
   await page.getByRole('button', { name: 'Replay this delivery' }).click();
   await expect.poll(() => page.getByRole('status').innerText()).toContain('moved back to pending');
   await until(() => arrived(receiver, webhookId, before), { what: `${webhookId} redelivered` });
+  // The timeline ends with the attempt that delivered: its time, status and duration (a success has no row in
+  // delivery_attempts; its duration is the delivery's own).
+  const delivered = page.locator('.timeline .attempt.delivered');
+  await until(
+    async () => {
+      await page.goto(detailUrl);
+      return (await delivered.count()) === 1;
+    },
+    { what: 'the delivered entry on the timeline' },
+  );
+  expect((await delivered.textContent())!.replace(/\s+/g, ' ')).toMatch(
+    /Delivered · \d{4}-\d\d-\d\dT[\d:.]+Z · HTTP 2\d\d · \d+ ms/,
+  );
   expect(incidents).toEqual([]); // no dialog, no script error, no CSP violation
 });
 

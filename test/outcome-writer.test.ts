@@ -69,9 +69,9 @@ test('outcomes arriving within the linger go out in one statement, and every one
     for (const id of ids.slice(1)) writer.push(delivered(id, endpoint.id));
     await until(() => batches.length > 0, { what: 'a write' });
     expect(batches).toEqual([20]);
-    const statuses = await db.pool.anyFirst(sql.type(z.object({ status: z.string() }))`
-      SELECT DISTINCT status FROM webhooks.deliveries`);
-    expect(statuses).toEqual(['delivered']);
+    const written = await db.pool.any(sql.type(z.object({ status: z.string(), ms: z.number().nullable() }))`
+      SELECT DISTINCT status, last_duration_ms AS ms FROM webhooks.deliveries`);
+    expect(written).toEqual([{ status: 'delivered', ms: 3 }]); // a success's duration is kept on the delivery
   } finally {
     stop.abort();
     await loop;

@@ -62,6 +62,10 @@ test('sent from the stream: each delivered delivery costs one row write, recorde
     updates: 0,
   });
   expect(new Set(receiver.requests.map((r) => r.headers['webhook-id'])).size).toBe(200);
+  // The row written once carries the attempt's duration too (a success has no delivery_attempts row).
+  const unmeasured = await db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
+    SELECT count(*)::int AS n FROM webhooks.deliveries WHERE last_duration_ms IS NULL OR last_duration_ms < 0`);
+  expect(unmeasured).toBe(0);
   expect(endpoint.id).toBeTruthy();
 });
 

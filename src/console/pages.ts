@@ -725,7 +725,10 @@ function deliveryDetail(d: DeliveryRow, attempts: readonly AttemptRow[], role: R
               d.deliveredAt === null
                 ? ''
                 : html`<li class="attempt delivered">
-                    <p><strong>Delivered</strong> · ${iso(d.deliveredAt)} · HTTP ${d.lastStatusCode ?? '2xx'}</p>
+                    <p>
+                      <strong>Delivered</strong> · <time datetime="${iso(d.deliveredAt)}">${iso(d.deliveredAt)}</time> ·
+                      HTTP ${d.lastStatusCode ?? '2xx'} · ${d.lastDurationMs === null ? '-' : `${d.lastDurationMs} ms`}
+                    </p>
                   </li>`
             }
           </ol>`

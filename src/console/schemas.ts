@@ -194,6 +194,10 @@ export const DeliveryJson = z.strictObject({
   createdAt: Iso,
   updatedAt: Iso,
   deliveredAt: Iso.nullable(),
+  lastDurationMs: z
+    .number()
+    .nullable()
+    .describe('How long the latest attempt took (the one that delivered, for a delivered delivery); null before any'),
 });
 
 export const AttemptJson = z.strictObject({

@@ -193,6 +193,7 @@ export function deliveryJson(d: DeliveryRow) {
     createdAt: iso(d.createdAt),
     updatedAt: iso(d.updatedAt),
     deliveredAt: iso(d.deliveredAt),
+    lastDurationMs: d.lastDurationMs,
   };
 }
 

@@ -301,6 +301,7 @@ const Delivery = z.object({
   createdAt: z.number(),
   updatedAt: z.number(),
   deliveredAt: z.number().nullable(),
+  lastDurationMs: z.number().nullable(),
 });
 export type DeliveryRow = z.infer<typeof Delivery>;
 
@@ -314,7 +315,7 @@ export const listDeliveries = (f: DeliveryFilter, limit: number) => sql.type(Del
          o.event_type AS "eventType", d.status,
          d.attempts, d.next_attempt_at AS "nextAttemptAt", d.last_status_code AS "lastStatusCode",
          d.last_error AS "lastError", d.created_at AS "createdAt", d.updated_at AS "updatedAt",
-         d.delivered_at AS "deliveredAt"
+         d.delivered_at AS "deliveredAt", d.last_duration_ms AS "lastDurationMs"
   FROM webhooks.deliveries d LEFT JOIN webhooks.outbox o ON o.id = d.outbox_id
   WHERE ${matching(f)}
   ORDER BY d.id DESC

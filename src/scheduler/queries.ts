@@ -192,18 +192,20 @@ export const writeOutcomes = (owner: string, workerId: string, policy: DisablePo
     -- delivered one is never touched again but by retention). A row this relay wrote meanwhile (PERSIST_AFTER,
     -- or a replay's fan-out) is still leased to it and takes the outcome; any other row wins.
     INSERT INTO webhooks.deliveries AS d (outbox_id, endpoint_id, status, attempts, next_attempt_at, delivered_at,
-                                          last_status_code, last_error, updated_at)
+                                          last_status_code, last_error, last_duration_ms, updated_at)
     SELECT o.outbox_id, o.endpoint_id, o.status, CASE WHEN o.refund THEN 0 ELSE 1 END,
            CASE WHEN o.status = 'pending'
                 THEN ${dueAfter(sql.fragment`o.endpoint_id`, sql.fragment`o.delay_ms * interval '1 millisecond'`)}
                 ELSE now() END,
            CASE WHEN o.status = 'delivered' THEN now() END,
-           CASE WHEN o.refund THEN NULL ELSE o.status_code END, CASE WHEN o.refund THEN NULL ELSE o.error END, now()
+           CASE WHEN o.refund THEN NULL ELSE o.status_code END, CASE WHEN o.refund THEN NULL ELSE o.error END,
+           CASE WHEN o.refund THEN NULL ELSE o.duration_ms END, now()
     FROM o WHERE o.id IS NULL
     ON CONFLICT (outbox_id, endpoint_id) DO UPDATE
     SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, next_attempt_at = EXCLUDED.next_attempt_at,
         delivered_at = EXCLUDED.delivered_at, lease_owner = NULL, lease_until = NULL,
-        last_status_code = EXCLUDED.last_status_code, last_error = EXCLUDED.last_error, updated_at = now()
+        last_status_code = EXCLUDED.last_status_code, last_error = EXCLUDED.last_error,
+        last_duration_ms = EXCLUDED.last_duration_ms, updated_at = now()
     WHERE d.lease_owner = ${owner} AND d.attempts = 1
     RETURNING d.id, d.outbox_id, d.endpoint_id
   )`;
@@ -231,6 +233,7 @@ export const writeOutcomes = (owner: string, workerId: string, policy: DisablePo
         lease_owner = NULL, lease_until = NULL,
         last_status_code = CASE WHEN o.refund THEN d.last_status_code ELSE o.status_code END,
         last_error = CASE WHEN o.refund THEN d.last_error ELSE o.error END,
+        last_duration_ms = CASE WHEN o.refund THEN d.last_duration_ms ELSE o.duration_ms END,
         updated_at = now()
     FROM o
     -- The attempt number too: if this relay lost the lease and claimed the row again, an outcome of the
