@@ -91,6 +91,33 @@ test('max_in_flight = 4 holds across three relays: never more than 4 requests op
   expect(shares.reduce((a, b) => a + b, 0)).toBe(4);
 });
 
+test('ENDPOINT_CONCURRENCY = 5 (no max_in_flight) holds across three relays too, split 2/2/1', async ({
+  db,
+  receiver,
+  startRelay,
+}) => {
+  const endpoint = await addEndpoint(db, receiver.url);
+  const env = {
+    CLUSTER_POLL_INTERVAL: '200ms',
+    SCHEDULER_CAPACITY: '40',
+    CLAIM_BATCH: '20',
+    ENDPOINT_CONCURRENCY: '5',
+  };
+  const relays = [await startRelay(env), await startRelay(env, 'standby'), await startRelay(env, 'standby')];
+  await untilSettled(db, 3, 200);
+  const open = trackOpen(receiver, 40);
+  await insertMany(db, 150);
+  await until(async () => (await countWhere(db, 'delivered')) === 150, { what: '150 delivered' });
+  const shares = await Promise.all(
+    relays.map((r) =>
+      scrape(r.httpPort, 'outbox_relay_endpoint_share', { endpoint_id: endpoint.id, limit: 'max_in_flight' }),
+    ),
+  );
+  console.info(`ENDPOINT_CONCURRENCY 5, 3 relays: at most ${open.max} open at once; shares ${shares.join('/')}`);
+  expect(open.max).toBeLessThanOrEqual(5);
+  expect(shares.sort()).toEqual([1, 2, 2]);
+});
+
 test('rate_limit_per_second = 20 holds across three relays: never more than 22 requests in any second', async ({
   db,
   receiver,
