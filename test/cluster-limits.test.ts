@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { test } from './fixtures.ts';
 import { claimFair, FIRST_ENDPOINT } from '../src/scheduler/queries.ts';
 import { cli } from './support/cli.ts';
-import { addEndpoint, countWhere, type TestDb } from './support/postgres.ts';
+import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
 import type { Receiver } from './support/receiver.ts';
 import { relayEnv, scrape } from './support/relay.ts';
 import { untilReady } from './support/relay-process.ts';
@@ -89,6 +89,33 @@ test('max_in_flight = 4 holds across three relays: never more than 4 requests op
     ),
   );
   expect(shares.reduce((a, b) => a + b, 0)).toBe(4);
+});
+
+test('ENDPOINT_CONCURRENCY = 5 (no max_in_flight) holds across three relays too, split 2/2/1', async ({
+  db,
+  receiver,
+  startRelay,
+}) => {
+  const endpoint = await addEndpoint(db, receiver.url);
+  const env = {
+    CLUSTER_POLL_INTERVAL: '200ms',
+    SCHEDULER_CAPACITY: '40',
+    CLAIM_BATCH: '20',
+    ENDPOINT_CONCURRENCY: '5',
+  };
+  const relays = [await startRelay(env), await startRelay(env, 'standby'), await startRelay(env, 'standby')];
+  await untilSettled(db, 3, 200);
+  const open = trackOpen(receiver, 40);
+  await insertMany(db, 150);
+  await until(async () => (await countWhere(db, 'delivered')) === 150, { what: '150 delivered' });
+  const shares = await Promise.all(
+    relays.map((r) =>
+      scrape(r.httpPort, 'outbox_relay_endpoint_share', { endpoint_id: endpoint.id, limit: 'max_in_flight' }),
+    ),
+  );
+  console.info(`ENDPOINT_CONCURRENCY 5, 3 relays: at most ${open.max} open at once; shares ${shares.join('/')}`);
+  expect(open.max).toBeLessThanOrEqual(5);
+  expect(shares.sort()).toEqual([1, 2, 2]);
 });
 
 test('rate_limit_per_second = 20 holds across three relays: never more than 22 requests in any second', async ({
@@ -270,6 +297,70 @@ test('a receiver down for 15 s: one relay opens the shared breaker, all stop wit
       .map((r) => r.headers['webhook-id']),
   );
   for (const id of ids) expect(received).toContain(`msg_${id}`);
+});
+
+test('three relays leave a backlog of 3,000 due rows of an endpoint with an open breaker, and a disabled endpoint’s, unwritten while others flow', async ({
+  db,
+  receiver,
+  startRelay,
+}) => {
+  const down = await addEndpoint(db, `${receiver.url}/down`, { eventTypes: ['down'] });
+  const off = await addEndpoint(db, `${receiver.url}/off`, { eventTypes: ['off'], enabled: false });
+  await addEndpoint(db, `${receiver.url}/ok`, { eventTypes: ['ok'] });
+  await db.pool.query(sql.unsafe`
+    INSERT INTO webhooks.endpoint_breakers (endpoint_id, state, open_until, opened_by, opened_at, opens)
+    VALUES (${down.id}, 'open', now() + interval '10 minutes', 'a peer', now(), 1)`);
+  // The backlogs, as earlier failures left them: due now (the open breaker's), parked (the disabled endpoint's).
+  await db.app.query(
+    `WITH o AS (INSERT INTO webhooks.outbox (event_type, payload)
+                SELECT CASE WHEN g <= 3000 THEN 'down' ELSE 'off' END, '{}' FROM generate_series(1, 3300) g
+                RETURNING id, event_type)
+     INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, attempts, next_attempt_at)
+     SELECT o.id, CASE WHEN o.event_type = 'down' THEN $1::uuid ELSE $2::uuid END, 1,
+            CASE WHEN o.event_type = 'down' THEN now() - interval '1 minute' ELSE 'infinity' END
+     FROM o`,
+    [down.id, off.id],
+  );
+  await db.app.query(`
+    CREATE TABLE public.delivery_writes (op text, endpoint_id uuid);
+    CREATE FUNCTION public.count_delivery_write() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN INSERT INTO public.delivery_writes VALUES (TG_OP, NEW.endpoint_id); RETURN NULL; END $$;
+    CREATE TRIGGER count_delivery_writes AFTER INSERT OR UPDATE ON webhooks.deliveries
+      FOR EACH ROW EXECUTE FUNCTION public.count_delivery_write()`);
+  const pollMs = 200;
+  const env = { CLUSTER_POLL_INTERVAL: `${pollMs}ms`, CLAIM_INTERVAL: '100ms', SCHEDULER_CAPACITY: '100' };
+  await startRelay(env);
+  await startRelay(env, 'standby');
+  await startRelay(env, 'standby');
+  await untilSettled(db, 3, pollMs);
+  // Meanwhile new events arrive for all three endpoints; the healthy one's go out.
+  await insertEvents(db, [
+    ...Array.from({ length: 50 }, () => ({ type: 'down', payload: '{}' })),
+    ...Array.from({ length: 50 }, () => ({ type: 'off', payload: '{}' })),
+    ...Array.from({ length: 100 }, () => ({ type: 'ok', payload: '{}' })),
+  ]);
+  await until(() => receiver.requests.filter((r) => r.path === '/hooks/ok').length === 100, { what: '100 to /ok' });
+  // Ten more polls of every relay, with their claims: long enough for any relay to have touched the backlog.
+  const since = await db.pool.oneFirst(sql.type(z.object({ at: z.number() }))`
+    SELECT extract(epoch FROM now())::float8 AS at`);
+  await until(
+    async () =>
+      (await db.pool.oneFirst(sql.type(Count)`
+        SELECT count(*)::int AS n FROM webhooks.relays
+        WHERE seen_at > to_timestamp(${since}) + ${10 * pollMs}::int * interval '1 millisecond'`)) === 3,
+    { what: 'ten more polls of each relay' },
+  );
+  const writes = await db.pool.any(sql.type(z.object({ op: z.string(), endpointId: z.string(), n: z.number() }))`
+    SELECT op, endpoint_id AS "endpointId", count(*)::int AS n FROM public.delivery_writes
+    WHERE endpoint_id IN (${down.id}, ${off.id}) GROUP BY 1, 2 ORDER BY 1, 2`);
+  console.info(
+    `open breaker with 3,000 due rows, disabled endpoint with 300 parked, 3 relays: ` +
+      `${writes.map((w) => `${w.n} ${w.op} ${w.endpointId === down.id ? 'down' : 'off'}`).join(', ') || 'no writes'}`,
+  );
+  // The only writes: the rows of the 50 + 50 new events, inserted pending once (the stream sends neither).
+  expect(writes.filter((w) => w.op !== 'INSERT')).toEqual([]);
+  expect(writes.map((w) => w.n)).toEqual([50, 50]);
+  expect(receiver.requests.filter((r) => r.path !== '/hooks/ok').map((r) => r.path)).toEqual([]);
 });
 
 test('killing the relay that holds an endpoint’s only slot blocks it no longer than the membership lease', async ({

@@ -104,7 +104,10 @@ export const claimFair = (
     WHERE NOT EXISTS (SELECT 1 FROM webhooks.endpoint_breakers b
                       WHERE b.endpoint_id = c.endpoint_id AND b.state <> 'closed')
   ), due AS (
-    SELECT picked.id, e.endpoint_id FROM eligible e
+    -- Endpoints taken in step order (sorted here, so the join keeps that order and needs no sort of its rows):
+    -- the LIMIT below then stops the walk once it has its total. Sorting the joined rows instead read and locked
+    -- every eligible endpoint's quota first (90,000 rows locked for a claim of 500, bench/claim-blocked.ts).
+    SELECT picked.id, e.endpoint_id FROM (SELECT * FROM eligible ORDER BY step) e
     CROSS JOIN LATERAL (
       -- Ordered as the per-endpoint index is, so that index is the plan: the global due index filtered by
       -- endpoint walked every older row of every other endpoint first (an old backlog, per claim).
