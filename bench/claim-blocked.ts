@@ -15,6 +15,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/log.ts';
 import { claimFair, FIRST_ENDPOINT } from '../src/scheduler/queries.ts';
+import { deliveriesIndexScan, planRows, planShape, type PlanNode } from './plan.ts';
 
 const rounds = Number(process.argv[2] ?? 20);
 const delivered = Number(process.argv[3] ?? 200_000);
@@ -89,8 +90,7 @@ try {
     'busy relay, blocked listed (as sent)': { fresh: 9, listBlocked: true },
     'busy relay, breaker skip alone': { fresh: 9, listBlocked: false },
   };
-  type Node = Record<string, unknown> & { Plans?: Node[] };
-  type Plan = { Plan: Node; 'Execution Time': number };
+  type Plan = { Plan: PlanNode; 'Execution Time': number };
   for (const [name, v] of Object.entries(variants)) {
     const quotas = v.listBlocked
       ? { endpointIds: blocked, quotas: blocked.map(() => 0), fresh: v.fresh }
@@ -102,7 +102,7 @@ try {
     let read = 0;
     let claimed = 0;
     let touchedBlocked = 0;
-    let plan: Node | undefined;
+    let plan: PlanNode | undefined;
     for (let i = 0; i < rounds; i++) {
       await db.query('BEGIN');
       const { rows } = await db.query<{ 'QUERY PLAN': Plan[] }>(
@@ -119,7 +119,7 @@ try {
       const p = rows[0]!['QUERY PLAN'][0]!;
       ms.push(p['Execution Time']);
       buffers.push(Number(p.Plan['Shared Hit Blocks'] ?? 0) + Number(p.Plan['Shared Read Blocks'] ?? 0));
-      read = rowsRead(p.Plan);
+      read = planRows(p.Plan, deliveriesIndexScan);
       claimed = Number(changed[0]!.n);
       touchedBlocked = Math.max(touchedBlocked, Number(changed[0]!.blocked));
       plan = p.Plan;
@@ -129,7 +129,7 @@ try {
         `${Math.max(...ms).toFixed(2)}), ${median(buffers)} shared buffers; claimed ${claimed}; ` +
         `deliveries rows read by index scans ${read}; rows of blocked endpoints written ${touchedBlocked}`,
     );
-    console.log(shape(plan!));
+    console.log(planShape(plan!));
   }
   await db.end();
 } finally {
@@ -139,29 +139,4 @@ try {
 
 function median(xs: readonly number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-}
-
-/** Rows that index scans of webhooks.deliveries returned, over all their loops. */
-function rowsRead(node: Record<string, unknown> & { Plans?: unknown[] }): number {
-  const own =
-    node['Relation Name'] === 'deliveries' && String(node['Node Type']).includes('Index')
-      ? Number(node['Actual Rows'] ?? 0) * Number(node['Actual Loops'] ?? 0)
-      : 0;
-  const children = (node.Plans ?? []) as (Record<string, unknown> & { Plans?: unknown[] })[];
-  return own + children.reduce((sum, c) => sum + rowsRead(c), 0);
-}
-
-/** Node types, relations, indexes and loops, indented: the plan without its timings. */
-function shape(node: Record<string, unknown> & { Plans?: unknown[] }, depth = 0): string {
-  const text = (key: string) => (typeof node[key] === 'string' ? node[key] : '');
-  const relation = text('Relation Name') === '' ? '' : ` on ${text('Relation Name')}`;
-  const index = text('Index Name') === '' ? '' : ` using ${text('Index Name')}`;
-  const cte = text('CTE Name') === '' ? '' : ` ${text('CTE Name')}`;
-  const sub = text('Subplan Name') === '' ? '' : ` [${text('Subplan Name')}]`;
-  const loops = ` (rows ${String(node['Actual Rows'])} × loops ${String(node['Actual Loops'])})`;
-  const children = (node.Plans ?? []) as (Record<string, unknown> & { Plans?: unknown[] })[];
-  return [
-    `${'  '.repeat(depth)}${text('Node Type')}${relation}${index}${cte}${sub}${loops}`,
-    ...children.map((c) => shape(c, depth + 1)),
-  ].join('\n');
 }

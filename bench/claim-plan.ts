@@ -10,6 +10,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/log.ts';
 import { claimFair, FIRST_ENDPOINT } from '../src/scheduler/queries.ts';
+import { planShape, type PlanNode } from './plan.ts';
 
 const pending = Number(process.argv[2] ?? 20_000);
 const rounds = Number(process.argv[3] ?? 30);
@@ -47,7 +48,7 @@ try {
   };
   if (statements['without traceparent'] === statements['with traceparent'])
     throw new Error('the claim no longer reads o.traceparent');
-  type Plan = { Plan: Record<string, unknown>; 'Execution Time': number };
+  type Plan = { Plan: PlanNode; 'Execution Time': number };
   const samples: Record<string, { ms: number[]; buffers: number[]; plan: string }> = {};
   for (let i = 0; i < rounds; i++) {
     for (const [name, text] of Object.entries(statements)) {
@@ -61,7 +62,7 @@ try {
       const s = (samples[name] ??= { ms: [], buffers: [], plan: '' });
       s.ms.push(plan['Execution Time']);
       s.buffers.push(sharedBuffers(plan.Plan));
-      s.plan = shape(plan.Plan);
+      s.plan = planShape(plan.Plan);
     }
   }
   await db.end();
@@ -80,16 +81,4 @@ try {
 
 function sharedBuffers(node: Record<string, unknown>): number {
   return Number(node['Shared Hit Blocks'] ?? 0) + Number(node['Shared Read Blocks'] ?? 0);
-}
-
-/** The plan's node types and relations, indented: what the planner chose, without the timings. */
-function shape(node: Record<string, unknown>, depth = 0): string {
-  const text = (key: string) => (typeof node[key] === 'string' ? node[key] : '');
-  const relation = text('Relation Name') === '' ? '' : ` on ${text('Relation Name')}`;
-  const index = text('Index Name') === '' ? '' : ` using ${text('Index Name')}`;
-  const children = (node.Plans as Record<string, unknown>[] | undefined) ?? [];
-  return [
-    `${'  '.repeat(depth)}${text('Node Type')}${relation}${index}`,
-    ...children.map((c) => shape(c, depth + 1)),
-  ].join('\n');
 }
