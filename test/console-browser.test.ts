@@ -137,7 +137,6 @@ test('sign in, find a delivery by msg_ id, read its attempts (hostile body shown
   await expect.poll(() => attempts.count()).toBe(2);
   const first = (await attempts.first().textContent())!.replace(/\s+/g, ' ');
   expect(first).toMatch(/Attempt 1 · \d{4}-\d\d-\d\dT[\d:.]+Z · HTTP 500 · \d+ ms/); // when, status, duration
-  expect(first).toContain('HTTP 500'); // the error line
   expect(await page.locator('pre.snippet').first().textContent()).toBe(HOSTILE);
   expect(await page.locator('main script, main img, main style').count()).toBe(0);
   expect(await page.locator('body').isVisible()).toBe(true);

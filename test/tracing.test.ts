@@ -195,9 +195,8 @@ describe('the OTEL_* knobs act on what is exported', () => {
     await until(() => receiver.requests.length === 1, { what: 'the first delivery' });
     const second = await insert(db, TRACEPARENT, 'second'); // by plain INSERT: its trace continues as well
     await until(() => receiver.requests.length === 2, { what: 'the second delivery' });
-    const received = performance.now();
+    // With an hour's delay, any export before the stop is the batch size's doing.
     await until(() => collector.spans.length >= 4, { what: 'the full batch', timeoutMs: 10_000 });
-    expect(performance.now() - received).toBeLessThan(3_000);
     expect(collector.bodies).toHaveLength(1); // both events' spans in one export: the first waited for the batch
     expect(new Set(collector.spans.map((s) => s.attributes['outbox_relay.outbox_id']))).toEqual(
       new Set([first, second]),
