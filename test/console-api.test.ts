@@ -6,7 +6,7 @@ import { expect } from 'vitest';
 import { z } from 'zod';
 import { test } from './fixtures.ts';
 import { FULL_TOKEN, READ_TOKEN } from './support/console.ts';
-import { addEndpoint, countWhere, insertEvents, newSecret, type TestDb } from './support/postgres.ts';
+import { addEndpoint, countWhere, insertEvents, type TestDb } from './support/postgres.ts';
 import { relayEnv } from './support/relay.ts';
 import { until } from './support/until.ts';
 
@@ -49,31 +49,12 @@ async function deadDeliveries(
   startRelay: (env: Record<string, string>) => Promise<unknown>,
   tenant?: string,
 ) {
-  const endpoint =
-    tenant === undefined
-      ? await addEndpoint(db, receiverUrl, { eventTypes: ['invoice.paid'] })
-      : {
-          id: await db.pool.oneFirst(sql.type(z.object({ id: z.string() }))`
-            INSERT INTO webhooks.endpoints (url, secret, tenant, event_types)
-            VALUES (${receiverUrl}, ${newSecret()}, ${tenant}, ${sql.array(['invoice.paid'], 'text')}) RETURNING id`),
-        };
+  const endpoint = await addEndpoint(db, receiverUrl, { eventTypes: ['invoice.paid'], tenant });
   await startRelay({ RETRY_SCHEDULE: '100ms' });
-  const outboxIds: string[] = [];
-  if (tenant === undefined) {
-    outboxIds.push(
-      ...(await insertEvents(
-        db,
-        Array.from({ length: count }, (_, i) => ({ type: 'invoice.paid', payload: `{"n":${i}}` })),
-      )),
-    );
-  }
-  for (let i = 0; tenant !== undefined && i < count; i++) {
-    const { rows } = await db.app.query<{ id: string }>(
-      `INSERT INTO webhooks.outbox (event_type, payload, tenant) VALUES ('invoice.paid', $1::jsonb, $2) RETURNING id`,
-      [`{"n":${i}}`, tenant],
-    );
-    outboxIds.push(rows[0]!.id);
-  }
+  const outboxIds = await insertEvents(
+    db,
+    Array.from({ length: count }, (_, i) => ({ type: 'invoice.paid', payload: `{"n":${i}}`, tenant })),
+  );
   await until(async () => (await countWhere(db, 'dead')) === count, { what: `${count} deliveries dead` });
   return { endpoint, outboxIds };
 }

@@ -93,14 +93,20 @@ export const newSecret = () => `whsec_${randomBytes(SECRET_BYTES).toString('base
 export async function addEndpoint(
   db: TestDb,
   url: string,
-  options: { eventTypes?: string[] | null; enabled?: boolean; secret?: string; ordered?: boolean } = {},
+  options: {
+    eventTypes?: string[] | null;
+    enabled?: boolean;
+    secret?: string;
+    ordered?: boolean;
+    tenant?: string;
+  } = {},
 ): Promise<{ id: string; secret: string }> {
   const secret = options.secret ?? newSecret();
   const eventTypes = options.eventTypes === undefined || options.eventTypes === null ? null : options.eventTypes;
   const id = await db.pool.oneFirst(sql.type(z.object({ id: z.string() }))`
-    INSERT INTO webhooks.endpoints (url, secret, event_types, enabled, ordered)
+    INSERT INTO webhooks.endpoints (url, secret, event_types, enabled, ordered, tenant)
     VALUES (${url}, ${secret}, ${eventTypes === null ? null : sql.array(eventTypes, 'text')}, ${options.enabled ?? true},
-            ${options.ordered ?? false})
+            ${options.ordered ?? false}, ${options.tenant ?? null})
     RETURNING id`);
   return { id, secret };
 }
@@ -108,13 +114,13 @@ export async function addEndpoint(
 /** Inserts outbox rows one transaction each, as an application would; returns their ids. */
 export async function insertEvents(
   db: TestDb,
-  events: readonly { type: string; payload: string; endpointId?: string }[],
+  events: readonly { type: string; payload: string; endpointId?: string; tenant?: string }[],
 ): Promise<string[]> {
   const ids: string[] = [];
   for (const e of events) {
     const { rows } = await db.app.query<{ id: string }>(
-      'INSERT INTO webhooks.outbox (event_type, payload, endpoint_id) VALUES ($1, $2::jsonb, $3) RETURNING id',
-      [e.type, e.payload, e.endpointId ?? null],
+      'INSERT INTO webhooks.outbox (event_type, payload, endpoint_id, tenant) VALUES ($1, $2::jsonb, $3, $4) RETURNING id',
+      [e.type, e.payload, e.endpointId ?? null, e.tenant ?? null],
     );
     ids.push(rows[0]!.id);
   }
