@@ -363,6 +363,41 @@ test('the console shows a blocked key: the overview tile and table, the status A
   expect(await page(`/endpoints/${id}`)).toContain('ordered: events that share an ordering key go one at a time');
 });
 
+test('blocked keys and ordered endpoints are counted over every endpoint, not only the 20 the overview lists', async ({
+  db,
+  receiver,
+  startConsole,
+}) => {
+  const ids: string[] = [];
+  for (let i = 0; i < 21; i++) ids.push((await addEndpoint(db, `${receiver.url}/${i}`, { ordered: true })).id);
+  // Per endpoint, one key whose head failed twice with one later event behind it: 21 blocked keys in all.
+  await db.pool.query(sql.unsafe`
+    WITH o AS (
+      INSERT INTO webhooks.outbox (event_type, payload, ordering_key)
+      SELECT 'step.done', '{}', 'k-' || ep FROM generate_series(1, 21) ep CROSS JOIN generate_series(1, 2) n
+      RETURNING id, ordering_key)
+    INSERT INTO webhooks.deliveries (outbox_id, endpoint_id, status, attempts, next_attempt_at, ordering_key, order_lsn)
+    SELECT o.id, (${sql.array(ids, 'uuid')})[substr(o.ordering_key, 3)::int], 'pending',
+           CASE WHEN o.id = min(o.id) OVER (PARTITION BY o.ordering_key) THEN 2 ELSE 0 END,
+           now() + interval '1 hour', o.ordering_key, '0/1'
+    FROM o`);
+
+  const c = await startConsole();
+  const status = await c.api<{ ordered: unknown[]; endpointTotals: unknown }>('GET', '/api/v1/status');
+  expect(status.body.ordered).toHaveLength(20);
+  expect(status.body.endpointTotals).toMatchObject({ total: 21, ordered: 21, blockedKeys: 21 });
+  const overview = await fetch(`${c.url}/`, { headers: { authorization: `Bearer ${FULL_TOKEN}` } }).then((r) =>
+    r.text(),
+  );
+  expect(overview).toMatch(
+    /Ordered keys blocked<\/span\s*><span class="value">21<\/span\s*><span class="sub">on 21 ordered/,
+  );
+  const text = await cli(db, ['status', '--limit', '20']);
+  expect(text.stdout).toMatch(
+    /ordered +21 endpoints \(events sharing a key go one at a time\), 21 keys blocked, showing 20/,
+  );
+});
+
 test('enabling a disabled ordered endpoint releases only each key’s head; the rest follow in order', async ({
   db,
   receiver,

@@ -36,7 +36,7 @@ export async function main(args: string[]): Promise<number> {
           `${totals.breakersOpen} breaker${totals.breakersOpen === 1 ? '' : 's'} open)` +
           (endpoints.length < totals.total ? `, showing ${endpoints.length}; see --limit` : ''),
         ...(endpoints.length === 0 ? [] : healthTable(endpoints)),
-        ...orderedLines(report.ordered),
+        ...orderedLines(report.ordered, totals),
       ]);
     }
     for (const problem of report.problems) fail(problem);
@@ -46,11 +46,13 @@ export async function main(args: string[]): Promise<number> {
 }
 
 /** Ordered endpoints: blocked keys (a failing head holding later events back) and the oldest blocked head. */
-function orderedLines(ordered: readonly OrderedRow[]): string[] {
+function orderedLines(ordered: readonly OrderedRow[], totals: { ordered: number; blockedKeys: number }): string[] {
   if (ordered.length === 0) return [];
   return [
     '',
-    `ordered     ${ordered.length} endpoint${ordered.length === 1 ? '' : 's'} (events sharing a key go one at a time)`,
+    `ordered     ${totals.ordered} endpoint${totals.ordered === 1 ? '' : 's'} (events sharing a key go one at a time), ` +
+      `${totals.blockedKeys} key${totals.blockedKeys === 1 ? '' : 's'} blocked` +
+      (ordered.length < totals.ordered ? `, showing ${ordered.length}` : ''),
     ...table(
       ['ENDPOINT', 'URL', 'BLOCKED KEYS', 'OLDEST BLOCKED HEAD'],
       ordered.map((o) => [

@@ -160,8 +160,7 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
   app.get('/', async (req, reply) => {
     const r = await ops.status(20);
     // Counted over every endpoint: the list below shows only the first 20.
-    const { failing, breakersOpen } = r.endpointTotals;
-    const blockedKeys = r.ordered.reduce((sum, o) => sum + o.blockedKeys, 0);
+    const { failing, breakersOpen, blockedKeys, ordered } = r.endpointTotals;
     const slot = r.slot;
     const body = html` ${r.problems.map((p) => html`<p class="alert" role="alert">${p}</p>`)}
       ${r.warnings.map((w) => html`<p class="warn">${w}</p>`)}
@@ -192,7 +191,7 @@ export function registerPages(app: FastifyInstance, ops: Operations, deps: PageD
         </div>
         <div class="tile">
           <span class="label">Ordered keys blocked</span><span class="value">${blockedKeys}</span
-          ><span class="sub">on ${r.ordered.length} ordered endpoint${r.ordered.length === 1 ? '' : 's'}</span>
+          ><span class="sub">on ${ordered} ordered endpoint${ordered === 1 ? '' : 's'}</span>
         </div>
       </section>
       ${orderedTable(r.ordered)}

@@ -238,6 +238,8 @@ export const StatusJson = z.strictObject({
       disabled: z.number(),
       failing: z.number().describe('Enabled, with failed attempts since its last success'),
       breakersOpen: z.number().describe('Shared breaker open or half-open'),
+      ordered: z.number().describe('Endpoints that deliver the events sharing a key in order'),
+      blockedKeys: z.number().describe('Ordering keys, on any endpoint, whose failing head holds later events back'),
       shown: z.number().describe('Endpoints listed in `endpoints`'),
     })
     .describe('Counts over every endpoint, not only those listed'),
@@ -250,7 +252,7 @@ export const StatusJson = z.strictObject({
         url: z.string(),
         blockedKeys: z.number().describe('Keys whose head failed and holds later events back'),
         oldestBlockedHead: z
-          .object({
+          .strictObject({
             outboxId: z.string(),
             webhookId: z.string(),
             orderingKey: z.string(),

@@ -180,17 +180,27 @@ export const liveRelays = (limit: number) => sql.type(Relay)`
   SELECT owner, worker_id AS "workerId", joined_at AS "joinedAt", seen_at AS "seenAt"
   FROM webhooks.relays WHERE expires_at > now() ORDER BY joined_at, owner LIMIT ${literalInt(limit)}`;
 
-const Totals = z.object({ total: z.number(), disabled: z.number(), failing: z.number(), breakersOpen: z.number() });
+const Totals = z.object({
+  total: z.number(),
+  disabled: z.number(),
+  failing: z.number(),
+  breakersOpen: z.number(),
+  ordered: z.number(),
+  blockedKeys: z.number(),
+});
 export type EndpointTotals = z.infer<typeof Totals>;
 
 /**
  * Counts over every endpoint (a status lists only the first page): disabled, failing (enabled, with failed
- * attempts since its last success) and with the shared breaker not closed (open or half-open).
+ * attempts since its last success), with the shared breaker not closed (open or half-open), ordered, and the
+ * ordered keys blocked by a failing head on any endpoint.
  */
 export const endpointTotals = () => sql.type(Totals)`
   SELECT count(*)::int AS total, count(*) FILTER (WHERE NOT enabled)::int AS disabled,
          count(*) FILTER (WHERE enabled AND failing_since IS NOT NULL)::int AS failing,
-         (SELECT count(*)::int FROM webhooks.endpoint_breakers b WHERE b.state <> 'closed') AS "breakersOpen"
+         (SELECT count(*)::int FROM webhooks.endpoint_breakers b WHERE b.state <> 'closed') AS "breakersOpen",
+         count(*) FILTER (WHERE ordered)::int AS ordered,
+         (SELECT count(*)::int FROM (${blockedHeads}) h) AS "blockedKeys"
   FROM webhooks.endpoints`;
 
 /** Every endpoint, or those of `tenant` only. */

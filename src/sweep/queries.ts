@@ -22,7 +22,8 @@ export const reclaimExpired = (maxAttempts: number, limit: number) => sql.type(
     SET status = CASE WHEN d.attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
         last_error = CASE WHEN d.attempts >= ${maxAttempts}
                           THEN 'lease expired during the last attempt (relay crashed or was frozen)' ELSE d.last_error END,
-        lease_owner = NULL, lease_until = NULL, updated_at = now(),
+        -- The crashed attempt's duration is unknown: an earlier attempt's must not pass for it.
+        last_duration_ms = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now(),
         next_attempt_at = ${dueAfter(sql.fragment`d.endpoint_id`, sql.fragment`interval '0'`)}
     FROM expired WHERE d.id = expired.id
     RETURNING d.id, d.endpoint_id, d.outbox_id, d.attempts, d.status, d.last_status_code, d.last_error,
