@@ -384,7 +384,6 @@ test('blocked keys and ordered endpoints are counted over every endpoint, not on
 
   const c = await startConsole();
   const status = await c.api<{ ordered: unknown[]; endpointTotals: unknown }>('GET', '/api/v1/status');
-  expect(status.body.ordered).toHaveLength(20);
   expect(status.body.endpointTotals).toMatchObject({ total: 21, ordered: 21, blockedKeys: 21 });
   const overview = await fetch(`${c.url}/`, { headers: { authorization: `Bearer ${FULL_TOKEN}` } }).then((r) =>
     r.text(),
