@@ -8,37 +8,18 @@
 // 20), for an idle relay (an endpoint may take 1,000) and a busy one (9 each, so one claim spans ~56 endpoints).
 // Prints medians of execution time and shared buffers, the deliveries rows the plan read, how many of them
 // belong to blocked endpoints (must be 0), and the plan's shape.
-import { rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import pg from 'pg';
-import { startEmbeddedPostgres } from '../src/db/embedded.ts';
-import { migrate } from '../src/db/migrate.ts';
-import { createLogger } from '../src/log.ts';
 import { claimFair, FIRST_ENDPOINT } from '../src/scheduler/queries.ts';
 import { deliveriesIndexScan, planRows, planShape, type PlanNode } from './plan.ts';
+import { insertEndpoints, median, withScratchDatabase } from './scratch.ts';
 
 const rounds = Number(process.argv[2] ?? 20);
 const delivered = Number(process.argv[3] ?? 200_000);
 const ENDPOINTS = 200;
 const BLOCKED = 20;
-const postgres = await startEmbeddedPostgres({});
-try {
-  await migrate({
-    databaseUrl: postgres.url,
-    slotName: 'claim_blocked',
-    publicationName: 'claim_blocked',
-    log: createLogger('warn'),
-  });
-  const db = new pg.Client({ connectionString: postgres.url });
-  db.on('error', () => {}); // the server stopping at the end
-  await db.connect();
-  await db.query(`SELECT pg_drop_replication_slot('claim_blocked')`); // nothing streams here: keep no WAL
-  const { rows: endpoints } = await db.query<{ id: string }>(`
-    INSERT INTO webhooks.endpoints (url, secret)
-    SELECT 'https://example.com/' || g, 'whsec_' || encode(decode(md5(g::text) || md5(g::text || 'x'), 'hex'), 'base64')
-    FROM generate_series(1, ${ENDPOINTS}) g RETURNING id`);
+await withScratchDatabase('claim_blocked', async (db) => {
+  const endpoints = await insertEndpoints(db, ENDPOINTS);
   // Blocked: every tenth endpoint in uuid order, so they sit among the others the claim walks.
-  const sorted = endpoints.map((e) => e.id).sort();
+  const sorted = [...endpoints].sort();
   const blocked = sorted.filter((_, i) => i % (ENDPOINTS / BLOCKED) === 0);
   const blockedSet = new Set(blocked);
   const open = sorted.filter((id) => !blockedSet.has(id));
@@ -129,14 +110,6 @@ try {
         `${Math.max(...ms).toFixed(2)}), ${median(buffers)} shared buffers; claimed ${claimed}; ` +
         `deliveries rows read by index scans ${read}; rows of blocked endpoints written ${touchedBlocked}`,
     );
-    console.log(planShape(plan!));
+    console.log(planShape(plan!, { counts: true }));
   }
-  await db.end();
-} finally {
-  await postgres.stop();
-  await rm(dirname(postgres.dataDir), { recursive: true, force: true });
-}
-
-function median(xs: readonly number[]): number {
-  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-}
+});

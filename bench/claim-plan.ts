@@ -3,33 +3,14 @@
 // claimed 500 at a time with EXPLAIN (ANALYZE, BUFFERS), inside a rolled-back transaction, alternating the claim
 // as shipped and the same statement without the column, `rounds` times each (default 30); prints the medians of
 // execution time and shared buffers touched, and both plans' shapes.
-import { rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import pg from 'pg';
-import { startEmbeddedPostgres } from '../src/db/embedded.ts';
-import { migrate } from '../src/db/migrate.ts';
-import { createLogger } from '../src/log.ts';
 import { claimFair, FIRST_ENDPOINT } from '../src/scheduler/queries.ts';
 import { planShape, type PlanNode } from './plan.ts';
+import { insertEndpoints, median, withScratchDatabase } from './scratch.ts';
 
 const pending = Number(process.argv[2] ?? 20_000);
 const rounds = Number(process.argv[3] ?? 30);
-const postgres = await startEmbeddedPostgres({});
-try {
-  await migrate({
-    databaseUrl: postgres.url,
-    slotName: 'claim_plan',
-    publicationName: 'claim_plan',
-    log: createLogger('warn'),
-  });
-  const db = new pg.Client({ connectionString: postgres.url });
-  db.on('error', () => {}); // the server stopping at the end
-  await db.connect();
-  await db.query(`SELECT pg_drop_replication_slot('claim_plan')`); // nothing streams here: keep no WAL
-  const endpoints = await db.query<{ id: string }>(`
-    INSERT INTO webhooks.endpoints (url, secret)
-    SELECT 'https://example.com/' || g, 'whsec_' || encode(decode(md5(g::text) || md5(g::text || 'x'), 'hex'), 'base64')
-    FROM generate_series(1, 10) g RETURNING id`);
+await withScratchDatabase('claim_plan', async (db) => {
+  const endpoints = await insertEndpoints(db, 10);
   await db.query(
     `WITH o AS (INSERT INTO webhooks.outbox (event_type, payload, traceparent)
        SELECT 'bench.event', jsonb_build_object('seq', g),
@@ -37,14 +18,14 @@ try {
        FROM generate_series(1, $1::int) g RETURNING id)
      INSERT INTO webhooks.deliveries (outbox_id, endpoint_id)
      SELECT o.id, ($2::uuid[])[1 + o.id % 10] FROM o`,
-    [pending, endpoints.rows.map((r) => r.id)],
+    [pending, endpoints],
   );
   await db.query('VACUUM ANALYZE webhooks.deliveries, webhooks.outbox');
 
   const shipped = claimFair('bench', 60_000, 500, { endpointIds: [], quotas: [], fresh: 500 }, FIRST_ENDPOINT, 100);
   const statements = {
     'with traceparent': shipped.sql.replaceAll('$slonik_', '$'), // slonik's placeholders, as pg reads them
-    'without traceparent': shipped.sql.replaceAll('$slonik_', '$').replace('o.traceparent, ', ''),
+    'without traceparent': shipped.sql.replaceAll('$slonik_', '$').replace(/o\.traceparent,\s*/, ''),
   };
   if (statements['without traceparent'] === statements['with traceparent'])
     throw new Error('the claim no longer reads o.traceparent');
@@ -65,8 +46,6 @@ try {
       s.plan = planShape(plan.Plan);
     }
   }
-  await db.end();
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   for (const [name, s] of Object.entries(samples)) {
     console.log(
       `${name}: median ${median(s.ms).toFixed(2)} ms, ${median(s.buffers)} shared buffers (${rounds} claims of 500 from ${pending})`,
@@ -74,10 +53,7 @@ try {
   }
   const [a, b] = Object.values(samples);
   console.log(a!.plan === b!.plan ? 'plans: identical node for node' : `plans differ:\n${a!.plan}\n---\n${b!.plan}`);
-} finally {
-  await postgres.stop();
-  await rm(dirname(postgres.dataDir), { recursive: true, force: true });
-}
+});
 
 function sharedBuffers(node: Record<string, unknown>): number {
   return Number(node['Shared Hit Blocks'] ?? 0) + Number(node['Shared Read Blocks'] ?? 0);

@@ -18,19 +18,22 @@ export function planNodes(node: PlanNode, pick: (n: PlanNode) => boolean): PlanN
 export const deliveriesIndexScan = (n: PlanNode) =>
   n['Relation Name'] === 'deliveries' && String(n['Node Type']).includes('Index');
 
-/** Node types, relations, indexes, CTEs and (when analysed) rows × loops, indented: the plan without timings. */
-export function planShape(node: PlanNode, depth = 0): string {
+/**
+ * Node types, relations, indexes and CTEs, indented: the plan without timings; with `counts`, each node's actual
+ * rows × loops too (leave them out to compare two plans node for node).
+ */
+export function planShape(node: PlanNode, { counts = false } = {}, depth = 0): string {
   const text = (key: string) => (typeof node[key] === 'string' ? node[key] : '');
   const relation = text('Relation Name') === '' ? '' : ` on ${text('Relation Name')}`;
   const index = text('Index Name') === '' ? '' : ` using ${text('Index Name')}`;
   const cte = text('CTE Name') === '' ? '' : ` ${text('CTE Name')}`;
   const sub = text('Subplan Name') === '' ? '' : ` [${text('Subplan Name')}]`;
   const loops =
-    node['Actual Loops'] === undefined
+    !counts || node['Actual Loops'] === undefined
       ? ''
       : ` (rows ${Number(node['Actual Rows'])} × loops ${Number(node['Actual Loops'])})`;
   return [
     `${'  '.repeat(depth)}${text('Node Type')}${relation}${index}${cte}${sub}${loops}`,
-    ...(node.Plans ?? []).map((c) => planShape(c, depth + 1)),
+    ...(node.Plans ?? []).map((c) => planShape(c, { counts }, depth + 1)),
   ].join('\n');
 }
