@@ -3,11 +3,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
 import { z } from 'zod';
 import { test } from './fixtures.ts';
-import { addEndpoint } from './support/postgres.ts';
+import { addEndpoint, countWhere } from './support/postgres.ts';
 import { relayEnv } from './support/relay.ts';
 import { untilReady, type RelayProcess } from './support/relay-process.ts';
 import { startReceiver } from './support/receiver.ts';
-import { until } from './support/until.ts';
+import { until, untilCount } from './support/until.ts';
 
 const CRASHES = 5;
 
@@ -71,13 +71,10 @@ test('kill -9 of the slot holder at random moments while events flow: nothing lo
   writing = false;
   await writer;
 
+  // The backlog the kills left drains as fast as the machine allows (slow when a CI box is busy): the wait fails
+  // when deliveries stop being recorded, not at a fixed time.
   const expected = inserted * 2;
-  await until(
-    async () =>
-      (await db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
-        SELECT count(*)::int AS n FROM webhooks.deliveries WHERE status = 'delivered'`)) === expected,
-    { what: `${expected} delivered rows`, timeoutMs: 30_000 },
-  );
+  await untilCount(() => countWhere(db, 'delivered'), expected, { what: 'delivered rows' });
   relay.kill('SIGTERM');
   expect((await relay.exited).code).toBe(0);
 
@@ -97,4 +94,4 @@ test('kill -9 of the slot holder at random moments while events flow: nothing lo
   console.log(
     `crash loop: ${inserted} events × 2 endpoints, ${CRASHES} kills, duplicates per crash: ${duplicatesPerCrash.join(', ')}`,
   );
-});
+}, 180_000); // 50 s on an idle 2-core box; the drain after the kills is bounded by progress, not by a clock

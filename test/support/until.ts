@@ -51,3 +51,28 @@ export async function within<T>(
     clearTimeout(timer);
   }
 }
+
+/**
+ * Polls `count` until it reaches `target`, failing only when it stops moving for `stallMs` (or after `timeoutMs`
+ * in all): a large drain on a slow, shared machine takes what it takes, but a stuck one still fails, saying where
+ * it stopped.
+ */
+export async function untilCount(
+  count: () => Promise<number>,
+  target: number,
+  { what, stallMs = 15_000, timeoutMs = 120_000 }: { what: string; stallMs?: number; timeoutMs?: number },
+): Promise<void> {
+  const started = performance.now();
+  let last = -1;
+  let movedAt = started;
+  for (;;) {
+    const now = await within(stallMs, `a count of ${what}`, count);
+    if (now >= target) return;
+    if (now !== last) [last, movedAt] = [now, performance.now()];
+    if (performance.now() - movedAt > stallMs)
+      throw new Error(`${what}: stuck at ${now} of ${target} for ${stallMs} ms`);
+    if (performance.now() - started > timeoutMs)
+      throw new Error(`${what}: ${now} of ${target} after ${timeoutMs} ms, still moving`);
+    await sleep(100);
+  }
+}
