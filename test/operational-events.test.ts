@@ -58,9 +58,16 @@ test('a 410 endpoint leads to relay.endpoint.disabled at its tenant’s operatio
   ]);
   await until(() => at(receiver.requests, 'ops2').length === 2, { what: 'the second relay.endpoint.disabled' });
   expect(at(receiver.requests, 'ops2')[1]!.data).toMatchObject({ endpoint_id: ops, reason: 'maintenance' });
-  const recipients = await db.pool.anyFirst(sql.type(z.object({ endpointId: z.string() }))`
-    SELECT d.endpoint_id AS "endpointId" FROM webhooks.deliveries d JOIN webhooks.outbox o ON o.id = d.outbox_id
-    WHERE o.payload ->> 'endpoint_id' = ${ops}`);
+  // Its row is written with its outcome, which may come a moment after the receiver answered.
+  const recipients = await until(
+    async () => {
+      const rows = await db.pool.anyFirst(sql.type(z.object({ endpointId: z.string() }))`
+        SELECT d.endpoint_id AS "endpointId" FROM webhooks.deliveries d JOIN webhooks.outbox o ON o.id = d.outbox_id
+        WHERE o.payload ->> 'endpoint_id' = ${ops}`);
+      return rows.length > 0 ? rows : undefined;
+    },
+    { what: 'the row of the delivery about the disabled endpoint' },
+  );
   expect(recipients).toEqual([ops2]);
 
   await new Promise((r) => setTimeout(r, 300)); // anything misrouted would have arrived by now
