@@ -283,10 +283,17 @@ test('a dead head lets its key move on; its replay goes out as a replay and hold
   await until(() => receiver.requests.filter((r) => keyOf(r).n === 5 && ok(r)).length === 1, {
     what: 'event 5 delivered while the replay of 1 keeps failing',
   });
-  const replayed = await db.pool.one(sql.type(z.object({ status: z.string(), orderingKey: z.string().nullable() }))`
-    SELECT d.status, d.ordering_key AS "orderingKey"
-    FROM webhooks.deliveries d JOIN webhooks.outbox o ON o.id = d.outbox_id
-    WHERE o.payload->>'n' = '1'`);
+  // Between its attempts (one may be in flight, or its outcome not yet written: then it reads delivering).
+  const replayed = await until(
+    async () => {
+      const row = await db.pool.one(sql.type(z.object({ status: z.string(), orderingKey: z.string().nullable() }))`
+        SELECT d.status, d.ordering_key AS "orderingKey"
+        FROM webhooks.deliveries d JOIN webhooks.outbox o ON o.id = d.outbox_id
+        WHERE o.payload->>'n' = '1'`);
+      return row.status === 'delivering' ? undefined : row;
+    },
+    { what: 'the replay of 1 between attempts' },
+  );
   expect(replayed.orderingKey).toBeNull(); // out of the key's order
   expect(replayed.status).toBe('pending'); // still retrying: it held nothing back
   expect(receiver.requests.filter((r) => keyOf(r).n === 1).length).toBeGreaterThan(3); // attempted again

@@ -6,7 +6,7 @@ import { repair } from '../src/db/repair.ts';
 import { createLogger } from '../src/log.ts';
 import { test } from './fixtures.ts';
 import { cli } from './support/cli.ts';
-import { newSecret, type TestDb } from './support/postgres.ts';
+import { countWhere, newSecret, type TestDb } from './support/postgres.ts';
 import { until } from './support/until.ts';
 
 /** A small seeded generator (mulberry32), so a failing run can be repeated with its seed. */
@@ -244,6 +244,8 @@ test('endpoints add --tenant, list --tenant, and the cap reaching the command as
     endpoint.id,
   ]);
   await until(() => receiver.requests.length === 1, { what: 'delivered' });
+  // Sent from the stream, its row is written with its outcome, a moment after the receiver answered.
+  await until(async () => (await countWhere(db, 'delivered')) === 1, { what: 'the delivered row' });
   const deliveries = await cli(db, ['deliveries', 'list', '--tenant', 'acme', '--json']);
   expect(deliveries.json<{ deliveries: { tenant: string }[] }>().deliveries).toMatchObject([{ tenant: 'acme' }]);
   const none = await cli(db, ['deliveries', 'list', '--tenant', 'globex', '--json']);
